@@ -1,0 +1,207 @@
+"""Challenge definitions (DESIGN.md section 7): tracks, protocols, weights, limits.
+
+A challenge is read from TOML. FAR targets are kept as exact fractions of their
+decimal text (``1e-6`` is exactly 1/1,000,000), so ``k = floor(far * N_imp)``
+is computed in integer arithmetic and never suffers float rounding.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from fractions import Fraction
+from importlib import resources
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from mfr.errors import InvalidInput
+
+BUILTIN_CHALLENGE = "iccv21-mfr.toml"
+
+
+@dataclass(frozen=True)
+class Track:
+    id: str
+    max_feature_dim: int
+    max_latency_ms: float
+    max_model_mb: float
+    training_set: str = ""
+
+    @property
+    def max_model_bytes(self) -> int:
+        # The reference checker compares megabytes of 1024*1024 bytes.
+        return int(self.max_model_mb * 1024 * 1024)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """One verification protocol.
+
+    ``kind == "all"``: unordered pairs i < j among images carrying ``tag``.
+    ``kind == "cross"``: every (probe, gallery) pair, probe images carry
+    ``probe``, gallery images carry ``gallery``.
+    """
+
+    id: str
+    kind: str
+    far: Fraction
+    tag: str | None = None
+    probe: str | None = None
+    gallery: str | None = None
+    title: str = ""
+
+    @property
+    def far_text(self) -> str:
+        return _fraction_text(self.far)
+
+
+@dataclass(frozen=True)
+class Challenge:
+    id: str
+    title: str
+    tracks: tuple[Track, ...]
+    protocols: tuple[Protocol, ...]
+    weights: dict[str, Fraction] = field(default_factory=dict)
+    daily_submission_limit: int = 3
+    opens: datetime | None = None
+    closes: datetime | None = None
+    timezone: str = "UTC"
+    source: str = ""
+
+    def track(self, track_id: str) -> Track:
+        for track in self.tracks:
+            if track.id == track_id:
+                return track
+        known = ", ".join(t.id for t in self.tracks)
+        raise InvalidInput(f"unknown track {track_id!r} (known: {known})", code="unknown_track")
+
+    def protocol(self, protocol_id: str) -> Protocol:
+        for protocol in self.protocols:
+            if protocol.id == protocol_id:
+                return protocol
+        raise InvalidInput(f"unknown protocol {protocol_id!r}", code="unknown_protocol")
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def ranking_score(self, tars: dict[str, Fraction]) -> Fraction | None:
+        """Exact weighted sum of TARs, or None when a weighted protocol is missing."""
+        if not self.weights or any(pid not in tars for pid in self.weights):
+            return None
+        return sum((w * Fraction(tars[pid]) for pid, w in self.weights.items()), Fraction(0))
+
+
+def _fraction_text(value: Fraction) -> str:
+    return repr(float(value)) if value.denominator != 1 else str(value.numerator)
+
+
+def _exact(value: object, what: str) -> Fraction:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise InvalidInput(f"{what}: expected a number, got {value!r}", code="challenge_invalid")
+    # repr() of a TOML float is the shortest decimal that reads back the same,
+    # i.e. what the organiser wrote: 1e-06 -> Fraction(1, 1000000).
+    return Fraction(repr(value) if isinstance(value, float) else value)
+
+
+def _utc(value: object, what: str) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        raise InvalidInput(f"{what}: expected a date-time, got {value!r}", code="challenge_invalid")
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def parse_challenge(data: dict, source: str = "") -> Challenge:
+    """Build a Challenge from parsed TOML, checking what scoring relies on."""
+    try:
+        tracks = tuple(
+            Track(
+                id=str(t["id"]),
+                max_feature_dim=int(t["max_feature_dim"]),
+                max_latency_ms=float(t["max_latency_ms"]),
+                max_model_mb=float(t["max_model_mb"]),
+                training_set=str(t.get("training_set", "")),
+            )
+            for t in data.get("tracks", [])
+        )
+        protocols = []
+        for p in data.get("protocols", []):
+            kind = p["kind"]
+            if kind not in ("all", "cross"):
+                raise InvalidInput(
+                    f"protocol {p['id']!r}: kind must be 'all' or 'cross', got {kind!r}",
+                    code="challenge_invalid",
+                )
+            far = _exact(p["far"], f"protocol {p['id']!r} far")
+            if not 0 < far < 1:
+                raise InvalidInput(
+                    f"protocol {p['id']!r}: far must be in (0, 1), got {p['far']!r}",
+                    code="challenge_invalid",
+                )
+            if kind == "all" and not p.get("tag"):
+                raise InvalidInput(f"protocol {p['id']!r}: 'all' needs a tag", code="challenge_invalid")
+            if kind == "cross" and not (p.get("probe") and p.get("gallery")):
+                raise InvalidInput(
+                    f"protocol {p['id']!r}: 'cross' needs probe and gallery tags",
+                    code="challenge_invalid",
+                )
+            protocols.append(
+                Protocol(
+                    id=str(p["id"]),
+                    kind=kind,
+                    far=far,
+                    tag=p.get("tag"),
+                    probe=p.get("probe"),
+                    gallery=p.get("gallery"),
+                    title=str(p.get("title", p["id"])),
+                )
+            )
+        weights = {
+            str(k): _exact(v, f"ranking weight {k!r}")
+            for k, v in data.get("ranking", {}).get("weights", {}).items()
+        }
+        challenge = Challenge(
+            id=str(data["id"]),
+            title=str(data.get("title", data["id"])),
+            tracks=tracks,
+            protocols=tuple(protocols),
+            weights=weights,
+            daily_submission_limit=int(data.get("daily_submission_limit", 3)),
+            opens=_utc(data.get("opens"), "opens"),
+            closes=_utc(data.get("closes"), "closes"),
+            timezone=str(data.get("timezone", "UTC")),
+            source=source,
+        )
+    except KeyError as exc:
+        raise InvalidInput(f"challenge {source}: missing key {exc}", code="challenge_invalid") from None
+    ids = [p.id for p in challenge.protocols]
+    if len(set(ids)) != len(ids):
+        raise InvalidInput("challenge: protocol ids must be unique", code="challenge_invalid")
+    for pid in challenge.weights:
+        if pid not in ids:
+            raise InvalidInput(f"ranking weight for unknown protocol {pid!r}", code="challenge_invalid")
+    try:
+        ZoneInfo(challenge.timezone)
+    except Exception:
+        raise InvalidInput(f"unknown timezone {challenge.timezone!r}", code="challenge_invalid") from None
+    return challenge
+
+
+def load_challenge(path: str | Path | None = None) -> Challenge:
+    """Read a challenge TOML; without a path, the built-in ICCV21-MFR challenge."""
+    if path is None:
+        text = resources.files("mfr.builtin").joinpath(BUILTIN_CHALLENGE).read_text("utf-8")
+        source = f"builtin:{BUILTIN_CHALLENGE}"
+    else:
+        try:
+            text = Path(path).read_text("utf-8")
+        except OSError as exc:
+            raise InvalidInput(f"cannot read challenge {path}: {exc.strerror}", code="challenge_invalid") from None
+        source = str(path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidInput(f"challenge {source}: {exc}", code="challenge_invalid") from None
+    return parse_challenge(data, source)

@@ -1,0 +1,1 @@
+"""The ``mfr`` command: one module per command group, loaded only when used."""
