@@ -1,0 +1,1 @@
+"""PostgreSQL access: a psycopg 3 pool, and migrations as a separate step."""

@@ -1,0 +1,94 @@
+"""Schema migrations: numbered SQL files applied in order, once, under a lock.
+
+Why not Alembic: it needs SQLAlchemy, which nothing else here uses; plain
+numbered SQL files with a version table and an advisory lock are the whole of
+what we need, and they read well in review. Migrations run as their own step
+(``mfr db migrate``, a Kubernetes Job), never implicitly at service start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+
+import psycopg
+from psycopg import sql
+
+LOCK_ID = 0x6D6672  # "mfr": one migrator at a time
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def migrations() -> list[Migration]:
+    found = []
+    for entry in resources.files("mfr.db.migrations").iterdir():
+        if entry.name.endswith(".sql"):
+            version = int(entry.name.split("_", 1)[0])
+            found.append(Migration(version, entry.name, entry.read_text("utf-8")))
+    found.sort(key=lambda m: m.version)
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise RuntimeError(f"duplicate migration versions: {versions}")
+    return found
+
+
+def migrate(url: str, schema: str = "public", log=print) -> list[str]:
+    """Apply pending migrations to ``schema``; returns the names applied."""
+    applied: list[str] = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (LOCK_ID,))
+        try:
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+            conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version integer PRIMARY KEY, name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+            for migration in migrations():
+                if migration.version in done:
+                    continue
+                with conn.transaction():
+                    conn.execute(migration.sql)
+                    conn.execute(
+                        "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                        (migration.version, migration.name),
+                    )
+                log(f"applied {migration.name}")
+                applied.append(migration.name)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_ID,))
+    return applied
+
+
+SNAPSHOT_QUERIES = {
+    "columns": """
+        SELECT table_name, column_name, data_type, is_nullable, coalesce(column_default, '')
+        FROM information_schema.columns WHERE table_schema = %(schema)s
+        ORDER BY table_name, column_name""",
+    "constraints": """
+        SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid)
+        FROM pg_constraint WHERE connamespace = %(schema)s::regnamespace
+        ORDER BY 1, 2""",
+    "indexes": """
+        SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = %(schema)s
+        ORDER BY 1, 2""",
+}
+
+
+def schema_snapshot(url: str, schema: str = "public") -> str:
+    """A normalised text description of a schema (tables, columns, constraints, indexes)."""
+    lines: list[str] = []
+    with psycopg.connect(url) as conn:
+        for section, query in SNAPSHOT_QUERIES.items():
+            lines.append(f"## {section}")
+            for row in conn.execute(query, {"schema": schema}):
+                text = " | ".join(str(v) for v in row)
+                lines.append(text.replace(f"{schema}.", ""))
+    return "\n".join(lines) + "\n"

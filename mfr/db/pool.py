@@ -1,0 +1,39 @@
+"""The connection pool: created closed, opened at start-up (STYLE.md)."""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from mfr.settings import DatabaseSettings
+
+
+def make_pool(url: str, min_size: int = 1, max_size: int = 8, name: str = "mfr",
+              schema: str | None = None) -> ConnectionPool:
+    """A closed pool; call ``.open(wait=True)`` at start-up.
+
+    ``schema`` sets the search_path of every connection (tests use one schema each).
+    """
+    kwargs: dict = {"row_factory": dict_row}
+    if schema:
+        kwargs["options"] = f"-c search_path={schema}"
+    return ConnectionPool(url, min_size=min_size, max_size=max_size, kwargs=kwargs,
+                          open=False, name=name)
+
+
+def pool_from_settings(settings: DatabaseSettings | None = None, name: str = "mfr") -> ConnectionPool:
+    settings = settings or DatabaseSettings()
+    return make_pool(settings.database_url.get_secret_value(), settings.db_pool_min,
+                     settings.db_pool_max, name)
+
+
+def ping(pool: ConnectionPool) -> bool:
+    with pool.connection(timeout=2) as conn:
+        conn.execute("SELECT 1")
+    return True
+
+
+def connect(url: str, schema: str | None = None) -> psycopg.Connection:
+    options = f"-c search_path={schema}" if schema else ""
+    return psycopg.connect(url, row_factory=dict_row, options=options, autocommit=True)

@@ -1,0 +1,1 @@
+"""The gRPC runtime every service uses: server wiring, interceptors, metrics, clients."""

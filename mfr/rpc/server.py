@@ -1,0 +1,131 @@
+"""Wiring of a gRPC service: port, interceptor, health, reflection, metrics, shutdown.
+
+Health follows grpc's health-checking example: every service starts
+NOT_SERVING and is switched to SERVING only once its ``ready`` check passes
+(model loaded, database reachable); on SIGTERM it enters graceful shutdown
+(health NOT_SERVING first, so load balancers stop sending), then
+``server.stop(grace)`` lets calls in flight finish.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent import futures
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import Gauge, start_http_server
+
+from mfr.logs import get_logger
+from mfr.rpc.interceptors import ServiceInterceptor
+
+log = get_logger("mfr.rpc.server")
+
+UP = Gauge("mfr_service_up", "1 while the service reports SERVING", ["service"])
+
+# Larger than the default 4 MB: reports and job results may be big-ish; bulk
+# data (models, features) never travels over gRPC, only object references.
+MESSAGE_LIMIT = 64 * 1024 * 1024
+
+
+class GrpcServer:
+    """A gRPC server with the platform's interceptor, health service and reflection."""
+
+    def __init__(self, name: str, host: str = "127.0.0.1", port: int = 0,
+                 metrics_port: int = 0, max_workers: int = 8) -> None:
+        self.name = name
+        self.host = host
+        self.port = port
+        self.metrics_port = metrics_port
+        self._server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=name),
+            interceptors=[ServiceInterceptor()],
+            options=[
+                ("grpc.max_send_message_length", MESSAGE_LIMIT),
+                ("grpc.max_receive_message_length", MESSAGE_LIMIT),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        self.health = health.HealthServicer(experimental_non_blocking=True)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        self._service_names: list[str] = []
+        self._stopped = threading.Event()
+
+    def add(self, add_to_server: Callable[[Any, grpc.Server], None], servicer: Any,
+            full_name: str) -> None:
+        """Register a servicer, e.g. ``add(add_XServicer_to_server, XServicer(), "mfr.x.v1.XService")``."""
+        add_to_server(servicer, self._server)
+        self._service_names.append(full_name)
+
+    def start(self) -> int:
+        """Bind and start; health stays NOT_SERVING until :meth:`set_serving`. Returns the port."""
+        reflection.enable_server_reflection(
+            [*self._service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self._server
+        )
+        for service in ["", *self._service_names]:
+            self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+        bound = self._server.add_insecure_port(f"{self.host}:{self.port}")
+        if bound == 0:
+            raise OSError(f"{self.name}: cannot bind {self.host}:{self.port}")
+        self.port = bound
+        self._server.start()
+        if self.metrics_port:
+            start_http_server(self.metrics_port, addr=self.host)
+        log.info("listening", service=self.name, address=f"{self.host}:{self.port}",
+                 metrics_port=self.metrics_port or None)
+        return bound
+
+    def set_serving(self) -> None:
+        for service in ["", *self._service_names]:
+            self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        UP.labels(self.name).set(1)
+        log.info("serving", service=self.name)
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Graceful stop: NOT_SERVING for every service, then let calls in flight finish."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        UP.labels(self.name).set(0)
+        self.health.enter_graceful_shutdown()
+        self._server.stop(grace).wait()
+        log.info("stopped", service=self.name)
+
+    def wait(self) -> None:
+        self._server.wait_for_termination()
+
+
+def run_service(server: GrpcServer, ready: Callable[[], bool] | None = None,
+                grace: float = 30.0, on_stop: Callable[[], None] | None = None,
+                ready_poll_s: float = 0.5) -> None:
+    """Run until SIGTERM/SIGINT: start, poll ``ready`` until true, serve, stop gracefully."""
+    stop = threading.Event()
+
+    def _signal(signum: int, _frame: object) -> None:
+        log.info("signal", service=server.name, signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _signal)
+    signal.signal(signal.SIGINT, _signal)
+    server.start()
+    while not stop.is_set():
+        try:
+            is_ready = ready() if ready else True
+        except Exception as exc:  # noqa: BLE001 - not ready yet; say why and retry
+            log.warning("not ready", service=server.name, reason=str(exc))
+            is_ready = False
+        if is_ready:
+            server.set_serving()
+            break
+        stop.wait(ready_poll_s)
+    stop.wait()
+    started = time.monotonic()
+    server.stop(grace)
+    if on_stop:
+        on_stop()
+    log.info("shutdown complete", service=server.name, seconds=round(time.monotonic() - started, 2))
