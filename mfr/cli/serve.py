@@ -1,0 +1,25 @@
+"""``mfr serve NAME``: run one service process in the foreground."""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+# service name -> module with a main() function.
+ENTRY_POINTS = {
+    "validator": "services.validator.server",
+    "embedder": "services.embedder.server",
+    "scorer": "services.scorer.server",
+    "scorer-worker": "services.scorer.worker",
+    "ranker": "services.ranker.server",
+    "gateway": "gateway.server",
+    "dispatcher": "gateway.dispatcher",
+}
+
+
+@click.command()
+@click.argument("name", type=click.Choice(sorted(ENTRY_POINTS)))
+def serve(name: str) -> None:
+    """Run one service (configured by MFR_* environment variables) until SIGTERM."""
+    importlib.import_module(ENTRY_POINTS[name]).main()

@@ -1,0 +1,5 @@
+"""``python -m services.scorer``: run the scorer service."""
+
+from services.scorer.server import main
+
+main()

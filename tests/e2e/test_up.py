@@ -1,0 +1,91 @@
+"""``mfr up``: every health check SERVING within 20 s; Ctrl-C leaves no process behind."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+import urllib3
+
+from mfr.rpc.client import health_status
+from mfr.stack.ports import free_port
+
+pytestmark = pytest.mark.e2e
+
+UP_BUDGET_S = 20.0
+
+
+def _start_up(tmp_path):
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MFR_DATABASE", "MFR_S3", "MFR_TEST"))}
+    gateway_port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mfr.cli.main", "up", "--state-dir", str(tmp_path / "state"),
+         "--gateway-port", str(gateway_port)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    return process, gateway_port
+
+
+def _read_addresses(process, timeout):
+    deadline = time.monotonic() + timeout
+    addresses = {}
+    for line in process.stdout:
+        match = re.match(r"\s+(\S+)\s+(\S+://\S+)", line)
+        if match:
+            addresses[match.group(1)] = match.group(2)
+        if "gateway" in addresses or time.monotonic() > deadline:
+            break
+    return addresses
+
+
+def _descendants(pid):
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def test_up_serves_everything_quickly_and_ctrl_c_leaves_nothing(tmp_path):
+    started = time.monotonic()
+    process, gateway_port = _start_up(tmp_path)
+    try:
+        addresses = _read_addresses(process, timeout=60)
+        elapsed = time.monotonic() - started
+        for name in ("validator", "embedder", "scorer", "ranker"):
+            assert name in addresses, addresses
+            target = addresses[name].removeprefix("grpc://")
+            assert health_status(target) == "SERVING", name
+        reply = urllib3.PoolManager().request("GET", f"{addresses['gateway']}/healthz")
+        assert reply.status == 200
+        assert elapsed < UP_BUDGET_S, f"mfr up took {elapsed:.1f}s"
+        children = _descendants(process.pid)
+        assert len(children) >= 7  # postgres, weed, 4 services, gateway (and their own children)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    gone, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, [p.info if hasattr(p, "info") else p for p in alive]
+
+
+def test_a_killed_supervisor_takes_its_services_with_it(tmp_path):
+    process, _ = _start_up(tmp_path)
+    try:
+        addresses = _read_addresses(process, timeout=60)
+        assert "gateway" in addresses
+        children = _descendants(process.pid)
+        process.kill()  # SIGKILL: no chance to clean up; PR_SET_PDEATHSIG must do it
+        process.wait()
+        gone, alive = psutil.wait_procs(children, timeout=20)
+        assert not alive, alive
+    finally:
+        for child in _descendants(process.pid):
+            child.kill()
