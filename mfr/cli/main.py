@@ -8,6 +8,7 @@ Subcommands are registered by import path and imported only when invoked, so
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
 import click
 

@@ -1,0 +1,33 @@
+"""The ``mfr`` command: every registered command loads and has --help."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from mfr.cli.main import COMMANDS, cli
+
+
+def test_help_lists_the_commands():
+    result = CliRunner().invoke(cli, ["--help"])
+    assert result.exit_code == 0
+    for name in ("up", "serve", "db"):
+        assert name in result.output
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_registered_command_has_help(name):
+    command = cli.get_command(None, name)
+    assert command is not None, f"mfr {name} is registered but its module is missing"
+    result = CliRunner().invoke(cli, [name, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output
+
+
+def test_console_script_runs_as_a_module():
+    out = subprocess.run([sys.executable, "-m", "mfr.cli.main", "--version"],
+                         capture_output=True, text=True, check=True)
+    assert "0.1.0" in out.stdout
