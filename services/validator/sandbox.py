@@ -1,0 +1,230 @@
+"""Runs services/validator/probe.py in a child process and survives whatever it does.
+
+The child is forked from a fork server that has numpy, onnx and onnxruntime
+preloaded (a fresh child per model, started in milliseconds, never a fork of
+the multi-threaded service). It gets an address-space limit, a file-size
+limit and no core dumps; the parent enforces the wall-time limit with
+SIGKILL. Messages from the child are size-capped JSON, checked against the
+known codes: a child subverted by a hostile model can lie about its own
+model, not reach the service.
+
+A child that dies is turned into a finding by what it was doing: killed by
+the wall clock -> ``timeout``; killed by the kernel (SIGKILL) or aborted out of
+memory -> ``resource_limit``; any other crash -> ``load_failed`` while
+parsing/loading, ``run_failed`` while running.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from services.validator.probe import CHILD_LOG, ProbeJob, child_main
+from services.validator.report import ERROR_CODES, WARNING_CODES, Finding
+
+GIB = 1024**3
+MAX_MESSAGE_BYTES = 64 * 1024
+_FACTS = {
+    "input_mean": float,
+    "input_std": float,
+    "latency_ms": float,
+    "feature_dim": int,
+    "evaluated_model": str,
+}
+STAGES = {
+    "start": "starting the checker",
+    "parse": "parsing the model",
+    "analyse": "analysing the graph",
+    "load": "loading the model in onnxruntime",
+    "latency": "timing 50 single-image runs",
+    "batch": "running a batch of 32 images",
+    "consistency": "comparing batch features with one-by-one runs",
+}
+_LOADING = {"start", "parse", "analyse", "load"}
+_MEMORY_HINTS = ("bad_alloc", "memoryerror", "out of memory", "failed to allocate")
+
+Observer = Callable[[str, int], None]  # (stage, child pid)
+
+
+def default_threads() -> int:
+    """onnxruntime intra-op threads: the CPUs this process may use, at most 8."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        usable = os.cpu_count() or 1
+    return max(1, min(usable, 8))
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    """What one validation may use. Participants' latency is measured with ``threads``."""
+
+    memory_bytes: int = 6 * GIB
+    wall_seconds: float = 300.0
+    threads: int = field(default_factory=default_threads)
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+
+
+@dataclass
+class ProbeResult:
+    errors: list[Finding] = field(default_factory=list)
+    warnings: list[Finding] = field(default_factory=list)
+    facts: dict = field(default_factory=dict)
+    completed: bool = False
+    stage: str = "start"
+
+
+_context_lock = threading.Lock()
+_context: multiprocessing.context.BaseContext | None = None
+
+
+def _mp_context() -> multiprocessing.context.BaseContext:
+    global _context
+    with _context_lock:
+        if _context is None:
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload(["services.validator.probe"])
+            _context = ctx
+        return _context
+
+
+class Sandbox:
+    """Runs probe jobs in confined child processes, one child per job."""
+
+    def __init__(self, limits: SandboxLimits | None = None, observer: Observer | None = None) -> None:
+        self.limits = limits or SandboxLimits()
+        self.observer = observer
+
+    def job(self, model_path: Path, workdir: Path, max_feature_dim: int, **extra: object) -> ProbeJob:
+        size = model_path.stat().st_size if model_path.exists() else 0
+        return ProbeJob(
+            model_path=str(model_path),
+            workdir=str(workdir),
+            max_feature_dim=max_feature_dim,
+            threads=self.limits.threads,
+            providers=self.limits.providers,
+            memory_bytes=self.limits.memory_bytes,
+            # The dynamic-batch copy of the model, the log, nothing more.
+            file_bytes=size + 64 * 1024 * 1024,
+            **extra,
+        )
+
+    def run(self, job: ProbeJob) -> ProbeResult:
+        ctx = _mp_context()
+        receiver, sender = ctx.Pipe(duplex=False)
+        process = ctx.Process(target=child_main, args=(job, sender), daemon=True,
+                              name="mfr-validator-probe")
+        result = ProbeResult()
+        process.start()
+        sender.close()
+        deadline = time.monotonic() + self.limits.wall_seconds
+        timed_out = killed = False
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    timed_out = True
+                    break
+                if not receiver.poll(min(left, 1.0)):
+                    if not process.is_alive() and not receiver.poll(0):
+                        break
+                    continue
+                try:
+                    raw = receiver.recv_bytes(MAX_MESSAGE_BYTES)
+                except (EOFError, OSError):
+                    break
+                if self._absorb(raw, result, process.pid):
+                    break
+        finally:
+            if not timed_out:
+                process.join(5)  # the pipe closes a moment before the exit is reaped
+            if process.is_alive():
+                process.kill()
+                killed = True
+            process.join(10)
+            receiver.close()
+        if not result.completed:
+            exitcode = None if killed and not timed_out else process.exitcode
+            self._explain(result, exitcode, timed_out, Path(job.workdir), job)
+        return result
+
+    def _absorb(self, raw: bytes, result: ProbeResult, pid: int | None) -> bool:
+        """Take one message into ``result``; True when the child says it is done."""
+        try:
+            message = json.loads(raw)
+        except ValueError:
+            return False
+        if not isinstance(message, dict):
+            return False
+        kind = message.get("kind")
+        if kind == "done":
+            result.completed = True
+            return True
+        if kind == "stage" and message.get("stage") in STAGES:
+            result.stage = message["stage"]
+            if self.observer and pid:
+                self.observer(result.stage, pid)
+        elif kind == "finding":
+            code, text = message.get("code"), str(message.get("message", ""))[:1000]
+            if message.get("level") == "warning" and code in WARNING_CODES:
+                result.warnings.append(Finding(code, text))
+            elif code in ERROR_CODES:
+                result.errors.append(Finding(code, text))
+        elif kind == "facts":
+            for key, kind_of in _FACTS.items():
+                if key in message:
+                    try:
+                        result.facts[key] = kind_of(message[key])
+                    except (TypeError, ValueError):
+                        pass
+        return False
+
+    def _explain(self, result: ProbeResult, exitcode: int | None, timed_out: bool,
+                 workdir: Path, job: ProbeJob) -> None:
+        doing = STAGES[result.stage]
+        if timed_out:
+            result.errors.append(Finding(
+                "timeout",
+                f"validation did not finish within {self.limits.wall_seconds:g} s "
+                f"(stopped while {doing}); the model is too slow or hangs",
+            ))  # fmt: skip
+            return
+        log_tail = _tail(workdir / CHILD_LOG).lower()
+        how = _describe_exit(exitcode)
+        if exitcode == -signal.SIGKILL or any(h in log_tail for h in _MEMORY_HINTS):
+            result.errors.append(Finding(
+                "resource_limit",
+                f"the model exhausted the validator's memory limit of "
+                f"{job.memory_bytes / GIB:.1f} GB while {doing} (the checker {how})",
+            ))  # fmt: skip
+            return
+        code = "load_failed" if result.stage in _LOADING else "run_failed"
+        result.errors.append(Finding(code, f"onnxruntime crashed while {doing} (the checker {how})"))
+
+
+def _describe_exit(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "did not exit"
+    if exitcode < 0:
+        try:
+            return f"was killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"was killed by signal {-exitcode}"
+    return f"exited with status {exitcode}"
+
+
+def _tail(path: Path, limit: int = 8192) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - limit))
+            return fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""

@@ -1,0 +1,84 @@
+"""ValidatorService: protobuf <-> the validator's core (services/validator/stored.py) only."""
+
+from __future__ import annotations
+
+import tomllib
+
+import grpc
+
+from mfr.challenge import Challenge, parse_challenge
+from mfr.common.v1 import types_pb2
+from mfr.errors import InvalidInput
+from mfr.storage import ObjectStore
+from mfr.validator.v1 import validator_pb2, validator_pb2_grpc
+from services.validator.report import Finding, ValidationReport
+from services.validator.stored import ObjectKey, validate_stored
+from services.validator.validator import Validator
+
+
+def report_to_proto(report: ValidationReport) -> types_pb2.ValidationReport:
+    return types_pb2.ValidationReport(
+        ok=report.ok,
+        errors=[types_pb2.Finding(code=f.code, message=f.message) for f in report.errors],
+        warnings=[types_pb2.Finding(code=f.code, message=f.message) for f in report.warnings],
+        feature_dim=report.feature_dim,
+        model_size_mb=report.model_size_mb,
+        latency_ms=report.latency_ms,
+        latency_limit_ms=report.latency_limit_ms,
+        input_mean=report.input_mean,
+        input_std=report.input_std,
+        device=report.device,
+        latency_factor=report.latency_factor,
+        track_id=report.track,
+        model_sha256=report.model_sha256,
+    )
+
+
+def report_from_proto(proto: types_pb2.ValidationReport) -> ValidationReport:
+    """The domain report (``.to_json()`` is what ``mfr validate --json`` prints)."""
+    return ValidationReport(
+        ok=proto.ok,
+        errors=[Finding(f.code, f.message) for f in proto.errors],
+        warnings=[Finding(f.code, f.message) for f in proto.warnings],
+        feature_dim=proto.feature_dim,
+        model_size_mb=proto.model_size_mb,
+        latency_ms=proto.latency_ms,
+        latency_limit_ms=proto.latency_limit_ms,
+        input_mean=proto.input_mean,
+        input_std=proto.input_std,
+        device=proto.device,
+        latency_factor=proto.latency_factor,
+        track=proto.track_id,
+        model_sha256=proto.model_sha256,
+    )
+
+
+class ValidatorServicer(validator_pb2_grpc.ValidatorServiceServicer):
+    def __init__(self, validator: Validator, store: ObjectStore, default_challenge: Challenge) -> None:
+        self.validator = validator
+        self.store = store
+        self.default_challenge = default_challenge
+
+    def Validate(
+        self, request: validator_pb2.ValidateRequest, context: grpc.ServicerContext
+    ) -> validator_pb2.ValidateResponse:
+        track = self._challenge(request.challenge_toml).track(request.track_id)
+        upload = ObjectKey(request.upload.bucket, request.upload.key, request.upload.sha256)
+        wanted = request.extracted_model
+        extracted = ObjectKey(wanted.bucket, wanted.key) if wanted.key else None
+        report, stored = validate_stored(self.validator, self.store, upload, track, extracted)
+        response = validator_pb2.ValidateResponse(report=report_to_proto(report))
+        if stored is not None:
+            response.model.CopyFrom(types_pb2.ObjectRef(
+                bucket=stored.bucket, key=stored.key, sha256=stored.sha256, size=stored.size
+            ))  # fmt: skip
+        return response
+
+    def _challenge(self, toml_text: str) -> Challenge:
+        if not toml_text:
+            return self.default_challenge
+        try:
+            data = tomllib.loads(toml_text)
+        except tomllib.TOMLDecodeError as exc:
+            raise InvalidInput(f"challenge_toml: {exc}", code="challenge_invalid") from None
+        return parse_challenge(data, "request")

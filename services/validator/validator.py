@@ -1,0 +1,162 @@
+"""Validation as a library: one upload in, one ValidationReport out.
+
+The service process does what is safe on untrusted bytes (zip metadata,
+sizes, hashes: services/validator/upload.py); everything that parses or runs
+the model happens in a confined child (services/validator/sandbox.py,
+probe.py). The report lists every finding in the reference checker's order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mfr.challenge import Track
+from mfr.errors import Unavailable
+from services.validator.latency import LatencyCalibrator, LatencyScale
+from services.validator.probe import DYNAMIC_MODEL, LATENCY_RANK, LATENCY_RUNS
+from services.validator.report import ValidationReport
+from services.validator.sandbox import Observer, Sandbox, SandboxLimits
+from services.validator.upload import MIB, ZipPolicy, open_upload
+
+
+@dataclass(frozen=True)
+class ValidatorOptions:
+    limits: SandboxLimits = field(default_factory=SandboxLimits)
+    zip_policy: ZipPolicy = field(default_factory=ZipPolicy)
+    # Validations running at once; more wait their turn (each gets its own
+    # child with the full limits, so this bounds the machine's load).
+    max_concurrent: int = 1
+    work_root: Path | None = None
+
+
+class Validator:
+    """Checks uploads against a track. Thread-safe; one child process per validation."""
+
+    def __init__(
+        self,
+        calibrator: LatencyCalibrator,
+        options: ValidatorOptions | None = None,
+        observer: Observer | None = None,
+    ) -> None:
+        self.options = options or ValidatorOptions()
+        self.sandbox = Sandbox(self.options.limits, observer)
+        self.calibrator = calibrator
+        self._slots = threading.BoundedSemaphore(self.options.max_concurrent)
+
+    @classmethod
+    def create(
+        cls,
+        cache_dir: Path,
+        *,
+        latency_factor: float | None = None,
+        options: ValidatorOptions | None = None,
+        observer: Observer | None = None,
+    ) -> Validator:
+        """A validator whose calibrator shares its sandbox limits (threads, providers)."""
+        options = options or ValidatorOptions()
+        calibrator = LatencyCalibrator(Sandbox(options.limits), cache_dir, pinned_factor=latency_factor)
+        return cls(calibrator, options, observer)
+
+    def latency_scale(self) -> LatencyScale:
+        try:
+            return self.calibrator.scale()
+        except (RuntimeError, OSError) as exc:
+            raise Unavailable(f"latency calibration failed: {exc}", code="calibration_failed") from exc
+
+    def validate(self, upload: Path, track: Track, *, model_out: Path | None = None) -> ValidationReport:
+        """Check ``upload`` (.zip or .onnx) against ``track``.
+
+        When the model is accepted and ``model_out`` is given, the model as it
+        will be evaluated (batch made dynamic where needed) is copied there.
+        """
+        scale = self.latency_scale()
+        report = ValidationReport(
+            track=track.id,
+            device=scale.device,
+            latency_factor=scale.factor,
+            latency_limit_ms=scale.limit_ms(track.max_latency_ms),
+        )
+        with self._slots, tempfile.TemporaryDirectory(
+            prefix="mfr-validate-", dir=self.options.work_root
+        ) as tmp:
+            # Absolute paths: the child works in an empty directory of its own.
+            workdir = Path(tmp).resolve()
+            model = open_upload(
+                Path(upload).resolve(), workdir, track.max_model_bytes, report,
+                self.options.zip_policy,
+            )
+            if model is None:
+                return report.finish()
+            report.model_size_mb = model.size / MIB
+            if model.size > track.max_model_bytes:
+                report.add_error(
+                    "model_too_large",
+                    f"model.onnx is {model.size / MIB:.3f} MB; the track allows "
+                    f"{track.max_model_bytes / MIB:.3f} MB",
+                )
+                return report.finish()
+            report.model_sha256 = _sha256(model.model_path)
+            result = self.sandbox.run(
+                self.sandbox.job(model.model_path, workdir, track.max_feature_dim)
+            )
+            report.errors.extend(result.errors)
+            report.warnings.extend(result.warnings)
+            facts = result.facts
+            report.input_mean = facts.get("input_mean", report.input_mean)
+            report.input_std = facts.get("input_std", report.input_std)
+            report.feature_dim = facts.get("feature_dim", 0)
+            if "latency_ms" in facts:
+                report.latency_ms = facts["latency_ms"]
+                if report.latency_ms > report.latency_limit_ms:
+                    report.add_error("latency", _latency_message(report, track, scale))
+            report.finish()
+            if report.ok and model_out is not None:
+                evaluated = workdir / facts.get("evaluated_model", "")
+                source = evaluated if facts.get("evaluated_model") == DYNAMIC_MODEL else model.model_path
+                shutil.copyfile(source, model_out)
+        return report
+
+
+def _latency_message(report: ValidationReport, track: Track, scale: LatencyScale) -> str:
+    here = (
+        f"scaled by the pinned factor {scale.factor:.3f} ({scale.device})"
+        if scale.source == "pinned"
+        else f"scaled by {scale.factor:.3f} = IResNet-100 here {scale.reference_ms:.3f} ms "
+        f"/ 7.031 ms on a V100 ({scale.device})"
+    )
+    return (
+        f"the {_ordinal(LATENCY_RANK)} fastest of {LATENCY_RUNS} single-image runs took "
+        f"{report.latency_ms:.3f} ms; the limit is {report.latency_limit_ms:.3f} ms here "
+        f"({track.max_latency_ms:g} ms on a V100, {here})"
+    )
+
+
+def _ordinal(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(MIB):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def validate_file(
+    path: str | Path,
+    track: Track,
+    *,
+    cache_dir: str | Path,
+    latency_factor: float | None = None,
+    options: ValidatorOptions | None = None,
+    model_out: Path | None = None,
+) -> ValidationReport:
+    """One-shot validation (the CLI's path): ``Validator.create(...).validate(...)``."""
+    validator = Validator.create(Path(cache_dir), latency_factor=latency_factor, options=options)
+    return validator.validate(Path(path), track, model_out=model_out)
