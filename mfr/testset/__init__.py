@@ -1,0 +1,1 @@
+"""Test sets: the shard format, synthetic test sets, and import of real aligned faces."""

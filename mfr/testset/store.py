@@ -1,0 +1,107 @@
+"""Test sets in object storage: ``<testset_id>/...`` in the test-set bucket.
+
+Layout mirrors the folder (``testset.json``, ``manifest.csv``, extra files,
+``shards/shard-00000.npy``...). ``testset.json`` is uploaded last, so its
+presence means the upload is complete. Services fetch into a local cache
+(``<cache>/testsets/<id>/``), verifying every file's sha256 on the way;
+a pod fetches only the shards it embeds.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from mfr.errors import InvalidInput, NotFound
+from mfr.logs import get_logger
+from mfr.testset.format import INFO_NAME, MANIFEST_NAME, SHARD_DIR, TestSet
+
+log = get_logger("mfr.testset")
+
+
+def _key(testset_id: str, name: str) -> str:
+    return f"{testset_id}/{name}"
+
+
+def upload_testset(store, testset: TestSet) -> bool:
+    """Upload ``testset`` unless it is there already; True when something was uploaded."""
+    bucket = store.buckets.testsets
+    if store.exists(bucket, _key(testset.id, INFO_NAME)):
+        return False
+    testset.verify()  # never publish a corrupt copy
+    for shard in testset.shards:
+        store.put_file(bucket, _key(testset.id, shard.file), testset.root / shard.file)
+    for name in (MANIFEST_NAME, *testset.info.get("files", {})):
+        store.put_file(bucket, _key(testset.id, name), testset.root / name)
+    store.put_file(bucket, _key(testset.id, INFO_NAME), testset.root / INFO_NAME)
+    log.info("test set uploaded", testset_id=testset.id, images=testset.images,
+             shards=len(testset.shards))
+    return True
+
+
+def fetch_testset(store, testset_id: str, cache_dir: str | Path,
+                  shards: Iterable[int] | None = None) -> TestSet:
+    """A local copy of a stored test set with the manifest and ``shards`` (default: all)."""
+    bucket = store.buckets.testsets
+    root = Path(cache_dir) / "testsets" / testset_id
+    (root / SHARD_DIR).mkdir(parents=True, exist_ok=True)
+    if not (root / INFO_NAME).exists():
+        if not store.exists(bucket, _key(testset_id, INFO_NAME)):
+            raise NotFound(f"test set {testset_id} is not in object storage",
+                           code="testset_not_found")
+        _download(store, bucket, _key(testset_id, INFO_NAME), root / INFO_NAME, None)
+    testset = TestSet(root)  # checks that the id matches the recorded hashes
+    if testset.id != testset_id:
+        raise NotFound(f"stored test set {testset_id} describes itself as {testset.id}",
+                       code="testset_corrupt")
+    manifest_sha = testset.info["manifest_sha256"]
+    _ensure(store, bucket, testset_id, MANIFEST_NAME, root, manifest_sha)
+    wanted = range(len(testset.shards)) if shards is None else sorted(set(shards))
+    bad = [i for i in wanted if not 0 <= i < len(testset.shards)]
+    if bad:
+        raise InvalidInput(f"shard {bad[0]} does not exist (test set {testset_id} has "
+                           f"{len(testset.shards)} shards)", code="shard_invalid")
+    for index in wanted:
+        shard = testset.shards[index]
+        _ensure(store, bucket, testset_id, shard.file, root, shard.sha256, shard.bytes)
+    return testset
+
+
+def resolve_testset(testset_id: str, store=None, cache_dir: str | Path | None = None,
+                    local: str | Path | None = None, shards: Iterable[int] | None = None
+                    ) -> TestSet:
+    """The test set with this id: the local folder when it is that one, else a fetched copy."""
+    if local and (Path(local) / INFO_NAME).exists():
+        testset = TestSet(local)
+        if testset.id == testset_id:
+            return testset
+    if store is None or cache_dir is None:
+        raise NotFound(f"test set {testset_id} is not available locally and there is no "
+                       "object store to fetch it from", code="testset_not_found")
+    return fetch_testset(store, testset_id, cache_dir, shards)
+
+
+def _ensure(store, bucket: str, testset_id: str, name: str, root: Path, sha256: str,
+            size: int | None = None) -> None:
+    path = root / name
+    if path.exists() and (size is None or path.stat().st_size == size):
+        return  # complete (downloads land under a temporary name); hashes are checked on read
+    _download(store, bucket, _key(testset_id, name), path, sha256)
+
+
+def _download(store, bucket: str, key: str, path: Path, sha256: str | None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Unique temporary name per process: two pods sharing a cache volume may fetch at once.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    store.get_file(bucket, key, tmp, expect_sha256=sha256)
+    os.replace(tmp, path)
+
+
+def testset_summary(testset: TestSet) -> dict:
+    """What ``mfr testset`` commands print with ``--json``."""
+    info = testset.info
+    return {"id": testset.id, "path": str(testset.root), "name": info.get("name", ""),
+            "images": testset.images, "identities": info.get("identities"),
+            "shards": len(testset.shards), "shard_size": testset.shard_size,
+            "tags": info.get("tags", {}), "source": info.get("source", {})}
