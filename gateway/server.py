@@ -1,8 +1,9 @@
-"""Wiring of the gateway: settings, database pool, the FastAPI app under uvicorn."""
+"""Wiring of the gateway: settings, database pool, object store, challenge, uvicorn."""
 
 from __future__ import annotations
 
 import uvicorn
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mfr.db.pool import pool_from_settings
@@ -18,17 +19,23 @@ class GatewaySettings(BaseSettings):
     log_format: str = "json"
     log_level: str = "INFO"
     shutdown_grace_s: float = 30.0
+    admin_token: SecretStr  # no default: a gateway without an organisers' token does not start
 
 
 def main() -> None:
     from gateway.app import create_app
+    from mfr.storage import ObjectStore
+    from services.ranker.serving import serving_challenge
 
     settings = GatewaySettings()
     configure_logging(settings.log_format, settings.log_level, service="gateway")
+    challenge, _ = serving_challenge()
+    store = ObjectStore.from_settings()
     pool = pool_from_settings(name="gateway")
     pool.open(wait=False)
     try:
-        uvicorn.run(create_app(pool), host=settings.host, port=settings.gateway_port,
-                    log_config=None, timeout_graceful_shutdown=int(settings.shutdown_grace_s))
+        app = create_app(pool, store, challenge, admin_token=settings.admin_token.get_secret_value())
+        uvicorn.run(app, host=settings.host, port=settings.gateway_port, log_config=None,
+                    timeout_graceful_shutdown=int(settings.shutdown_grace_s))
     finally:
         pool.close()

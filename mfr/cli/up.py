@@ -34,7 +34,10 @@ def up(challenge: Path | None, testset: Path | None, gateway_port: int, state_di
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    say = lambda line: click.echo(line, err=True)  # noqa: E731
+
+    def say(line: str) -> None:
+        click.echo(line, err=True)
+
     config = StackConfig.from_env(state_dir, gateway_port=gateway_port, scorers=scorers,
                                   challenge=challenge, testset=testset)
     stack = Stack(config, say=say)
@@ -45,6 +48,7 @@ def up(challenge: Path | None, testset: Path | None, gateway_port: int, state_di
         click.echo("MFR platform is up:")
         for name, address in addresses.items():
             click.echo(f"  {name:<12} {address}")
+        _window_note(challenge, say)
         click.echo("Press Ctrl-C to stop.", err=True)
         sys.stdout.flush()
         code = stack.wait(stop.is_set)
@@ -54,3 +58,20 @@ def up(challenge: Path | None, testset: Path | None, gateway_port: int, state_di
     finally:
         stack.stop()
     sys.exit(code)
+
+
+def _window_note(path: Path | None, say) -> None:
+    """Say when the served challenge takes no submissions now (the built-in one closed in 2021)."""
+    from datetime import UTC, datetime
+
+    from mfr.challenge import load_challenge
+
+    challenge = load_challenge(path)
+    now = datetime.now(UTC)
+    if challenge.closes and now >= challenge.closes:
+        say(f"note: {challenge.id} closed at {challenge.closes.isoformat()}; its leaderboard is "
+            "frozen and uploads are refused (403). Serve a challenge whose window is open with "
+            "--challenge C.toml, or try `mfr demo`.")
+    elif challenge.opens and now < challenge.opens:
+        say(f"note: {challenge.id} opens at {challenge.opens.isoformat()}; uploads are refused "
+            "until then.")

@@ -1,5 +1,15 @@
 """``mfr up``: PostgreSQL, S3 and every service as child processes of one supervisor.
 
+Before the services start, the test set is made available to them: the one
+given (``--testset``), or a small synthetic one built once per machine in the
+cache directory; it is uploaded to the test-set bucket under its id
+(``mfr.testset.store``), where embedder and scorer find it by ``testset_id``.
+Per-machine work is kept in the machine's cache directory (``MFR_CACHE_DIR``,
+default ``~/.cache/mfr``) and done once, not on every ``mfr up``: the
+validator's latency reference (the validator gets that directory as its cache)
+and the default synthetic test set. Every other service caches under
+``STATE_DIR/cache``, which goes with the state directory.
+
 Children get ``PR_SET_PDEATHSIG`` so that even a SIGKILLed supervisor leaves no
 orphans; on SIGINT/SIGTERM the supervisor stops them in order (gateway and
 dispatcher first, then services, then S3 and PostgreSQL), SIGKILLing any
@@ -48,6 +58,41 @@ class Child:
     env: dict[str, str]
     health: tuple[str, str] | None  # ("grpc", "host:port") or ("http", url)
     process: subprocess.Popen | None = None
+    # What the kernel sends when the supervisor dies without stopping it (PR_SET_PDEATHSIG).
+    death_signal: int = signal.SIGTERM
+
+
+# Scale of the synthetic test set `mfr up` serves when given none (about 3,600 images).
+DEFAULT_SYNTH_SCALE = 0.002
+
+
+def cache_dir() -> Path:
+    from mfr.settings import CacheSettings
+
+    return Path(os.environ.get("MFR_CACHE_DIR") or CacheSettings().cache_dir)
+
+
+def default_testset(scale: float = DEFAULT_SYNTH_SCALE, seed: int = 0) -> Path:
+    """A synthetic test set of the built-in challenge, built once per machine and reused."""
+    from mfr.testset.format import TestSet
+    from mfr.testset.synth import SYNTH_VERSION, synth_testset
+
+    folder = cache_dir() / "testsets" / f"synth-v{SYNTH_VERSION}-scale{scale:g}-seed{seed}"
+    try:
+        TestSet(folder)
+    except Exception:  # noqa: BLE001 - absent or incomplete: build it
+        synth_testset(folder, scale=scale, seed=seed, overwrite=True)
+    return folder
+
+
+def upload_testset(store, folder: Path) -> str:
+    """Publish a test-set folder in the test-set bucket (``mfr.testset.store``); returns its id."""
+    from mfr.testset.format import TestSet
+    from mfr.testset.store import upload_testset as publish
+
+    testset = TestSet(folder)
+    publish(store, testset)
+    return testset.id
 
 
 @dataclass
@@ -57,6 +102,7 @@ class StackConfig:
     scorers: int = 1
     challenge: Path | None = None
     testset: Path | None = None
+    synth_scale: float = DEFAULT_SYNTH_SCALE
     database_url: str | None = None  # external PostgreSQL instead of the embedded one
     s3_endpoint: str | None = None  # external S3 (MinIO) instead of SeaweedFS
     s3_access_key: str | None = None
@@ -106,10 +152,14 @@ class Stack:
         }
         if self.config.challenge:
             self.env["MFR_CHALLENGE"] = str(Path(self.config.challenge).resolve())
-        if self.config.testset:
-            self.env["MFR_TESTSET"] = str(Path(self.config.testset).resolve())
+        testset = self.config.testset or self._step(
+            f"synthetic test set (scale {self.config.synth_scale:g})",
+            lambda: default_testset(self.config.synth_scale))
+        self.env["MFR_TESTSET"] = str(Path(testset).resolve())
         self._step("migrating the database", self._migrate)
         self._step("creating buckets", self._buckets)
+        self.env["MFR_TESTSET_ID"] = self._step("uploading the test set", self._upload_testset)
+        self.addresses["testset"] = f"file://{self.env['MFR_TESTSET']}"
         self._plan_children()
         for child in self.children:
             self._spawn(child)
@@ -160,7 +210,7 @@ class Stack:
 
         migrate(self.env["MFR_DATABASE_URL"], log=lambda _line: None)
 
-    def _buckets(self) -> None:
+    def store(self):
         from mfr.settings import StorageSettings
         from mfr.storage import ObjectStore
 
@@ -168,8 +218,15 @@ class Stack:
             s3_endpoint=self.env["MFR_S3_ENDPOINT"],
             s3_access_key=self.env["MFR_S3_ACCESS_KEY"],
             s3_secret_key=self.env["MFR_S3_SECRET_KEY"],
+            bucket_prefix=self.env.get("MFR_BUCKET_PREFIX", os.environ.get("MFR_BUCKET_PREFIX", "mfr-")),
         )
-        ObjectStore.from_settings(settings).ensure_buckets()
+        return ObjectStore.from_settings(settings)
+
+    def _buckets(self) -> None:
+        self.store().ensure_buckets()
+
+    def _upload_testset(self) -> str:
+        return upload_testset(self.store(), Path(self.env["MFR_TESTSET"]))
 
     def _plan_children(self) -> None:
         base = [sys.executable, "-m", "mfr.cli.main", "serve"]
@@ -179,14 +236,19 @@ class Stack:
         for name in SERVICES:
             env = {"MFR_GRPC_PORT": str(ports[name]),
                    "MFR_METRICS_PORT": str(_port(METRICS_PORTS[name]))}
+            if name == "validator":  # its cache is the latency reference: one per machine
+                env["MFR_CACHE_DIR"] = str(cache_dir())
             address = f"127.0.0.1:{ports[name]}"
             self.children.append(Child(name, [*base, name], env, ("grpc", address)))
             self.addresses[name] = f"grpc://{address}"
         for index in range(self.config.scorers if _has_module("services.scorer.worker") else 0):
             env = {"MFR_GRPC_PORT": str(free_port()), "MFR_METRICS_PORT": str(free_port()),
                    "MFR_WORKER_NAME": f"scorer-worker-{index}"}
+            # SIGKILL when orphaned: a worker's graceful stop waits on PostgreSQL, which died
+            # with the supervisor; a tile in flight is handed back by the queue's lease anyway.
             self.children.append(Child(f"scorer-worker-{index}", [*base, "scorer-worker"], env,
-                                       ("grpc", f"127.0.0.1:{env['MFR_GRPC_PORT']}")))
+                                       ("grpc", f"127.0.0.1:{env['MFR_GRPC_PORT']}"),
+                                       death_signal=signal.SIGKILL))
         if _has_module("gateway.dispatcher"):
             env = {"MFR_GRPC_PORT": str(free_port()), "MFR_METRICS_PORT": str(free_port())}
             self.children.append(Child("dispatcher", [*base, "dispatcher"], env,
@@ -198,11 +260,14 @@ class Stack:
         self.addresses["gateway"] = gateway_url
 
     def _spawn(self, child: Child) -> None:
-        log = open(self.state_dir / "logs" / f"{child.name}.log", "ab")
-        child.process = subprocess.Popen(
-            child.argv, env={**os.environ, **self.env, **child.env}, stdout=log,
-            stderr=subprocess.STDOUT, preexec_fn=die_with_parent(signal.SIGTERM),
-        )
+        with open(self.state_dir / "logs" / f"{child.name}.log", "ab") as log:
+            # preexec_fn: PR_SET_PDEATHSIG has no other spelling; the supervisor
+            # spawns from one thread only.
+            child.process = subprocess.Popen(
+                child.argv, env={**os.environ, **self.env, **child.env}, stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent(child.death_signal),  # noqa: PLW1509
+            )
 
     def _wait_healthy(self, child: Child, timeout: float = 60.0) -> None:
         kind, target = child.health

@@ -1,0 +1,65 @@
+"""``/v1/participants``: sign up (the token is shown once), read and update yourself."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from psycopg import errors as pg_errors
+from pydantic import BaseModel, Field
+
+from gateway.auth import Ctx, CurrentParticipant, new_token, token_hash
+from gateway.context import Context
+from mfr.errors import Conflict
+
+router = APIRouter(prefix="/v1/participants", tags=["participants"])
+
+
+class SignUp(BaseModel):
+    name: str = Field(min_length=1, max_length=200, description="Shown on the leaderboard.")
+    organisation: str = Field("", max_length=200, description="Please give the real one.")
+    hide_organisation: bool = Field(False, description="Keep the organisation off the leaderboard.")
+
+
+class Update(BaseModel):
+    organisation: str | None = Field(None, max_length=200)
+    hide_organisation: bool | None = None
+
+
+class Created(BaseModel):
+    id: str
+    token: str = Field(description="Shown once; only its SHA-256 is stored.")
+
+
+def create_participant(ctx: Context, body: SignUp, baseline: bool = False) -> Created:
+    token = new_token()
+    with ctx.pool.connection() as conn:
+        try:
+            row = conn.execute(
+                "INSERT INTO participants (name, organisation, hide_organisation, is_baseline,"
+                " token_hash) VALUES (%s, %s, %s, %s, %s) RETURNING id::text AS id",
+                (body.name.strip(), body.organisation.strip(), body.hide_organisation, baseline,
+                 token_hash(token))).fetchone()
+        except pg_errors.UniqueViolation:  # a 256-bit token collided: astronomically unlikely
+            raise Conflict("please retry", code="token_collision") from None
+    return Created(id=row["id"], token=token)
+
+
+@router.post("", status_code=201, response_model=Created, summary="Sign up")
+def sign_up(body: SignUp, ctx: Ctx) -> JSONResponse:
+    created = create_participant(ctx, body)
+    return JSONResponse(created.model_dump(), 201)
+
+
+@router.get("/me", summary="Who the token belongs to")
+def me(who: CurrentParticipant) -> dict:
+    return who.to_json()
+
+
+@router.patch("/me", summary="Change the organisation or hide it")
+def update_me(body: Update, who: CurrentParticipant, ctx: Ctx) -> dict:
+    organisation = who.organisation if body.organisation is None else body.organisation.strip()
+    hide = who.hide_organisation if body.hide_organisation is None else body.hide_organisation
+    with ctx.pool.connection() as conn:
+        conn.execute("UPDATE participants SET organisation = %s, hide_organisation = %s"
+                     " WHERE id = %s", (organisation, hide, who.id))
+    return {**who.to_json(), "organisation": organisation, "hide_organisation": hide}
