@@ -262,10 +262,10 @@ class _TailFile(io.RawIOBase):
 def zip_findings(form: ReceivedForm, max_model_bytes: int) -> list[dict]:
     """The validator's zip rules on the archive's entries; [] when the zip looks acceptable."""
     from services.validator.report import ValidationReport
-    from services.validator.upload import _ZIP_MAGIC, ZipPolicy, _choose_model
+    from services.validator.upload import ZIP_MAGIC, ZipPolicy, check_entries
 
     report = ValidationReport()
-    if form.head[:4] not in _ZIP_MAGIC:
+    if form.head[:4] not in ZIP_MAGIC:
         hint = " (zip it: `zip model.zip model.onnx`)" if form.head[:4] != b"" else ""
         return [{"code": "zip_invalid", "message": f"the upload is not a zip archive{hint}"}]
     try:
@@ -275,7 +275,7 @@ def zip_findings(form: ReceivedForm, max_model_bytes: int) -> list[dict]:
         return [{"code": "zip_unsafe", "message": str(exc)}]
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError) as exc:
         return [{"code": "zip_invalid", "message": f"the upload is not a readable zip archive: {exc}"}]
-    _choose_model(entries, max_model_bytes, report, ZipPolicy())
+    check_entries(entries, max_model_bytes, report, ZipPolicy())
     return [{"code": f.code, "message": f.message} for f in report.errors]
 
 

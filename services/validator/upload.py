@@ -171,7 +171,10 @@ def _unsafe_entry(info: zipfile.ZipInfo, policy: ZipPolicy) -> str | None:
     mode = info.external_attr >> 16
     if stat.S_ISLNK(mode):
         return f"entry {name!r} is a symbolic link"
-    if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+    # Python's zipfile.writestr stores permission bits with no file type at all:
+    # that is a plain file. Only an explicit non-file type (device, FIFO, ...) is unsafe.
+    file_type = stat.S_IFMT(mode)
+    if file_type and file_type not in (stat.S_IFREG, stat.S_IFDIR):
         return f"entry {name!r} is not a regular file"
     if info.file_size > policy.ratio_floor_bytes:
         ratio = info.file_size / max(info.compress_size, 1)
@@ -213,8 +216,3 @@ def _extract(
 def _names(names: list[str], limit: int = 5) -> str:
     shown = ", ".join(repr(n) for n in names[:limit])
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
-
-
-# Names the gateway imported before they were public.
-_ZIP_MAGIC = ZIP_MAGIC
-_choose_model = check_entries

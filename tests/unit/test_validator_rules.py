@@ -244,6 +244,35 @@ def test_zip_entry_rules(entries, codes):
     assert report.error_codes == codes
 
 
+@pytest.mark.parametrize(
+    ("mode", "codes"),
+    [
+        (0o600, []),  # what zipfile.writestr stores: permissions, no file type
+        (0o100644, []),  # a regular file, as zip(1) stores it
+        (0o120777, ["zip_unsafe"]),  # a symbolic link
+        (0o010644, ["zip_unsafe"]),  # a FIFO
+        (0o020644, ["zip_unsafe"]),  # a character device
+    ],
+)
+def test_entry_file_types(mode, codes):
+    (info,) = _entries(("model.onnx", 10, 9))
+    info.external_attr = mode << 16
+    report = ValidationReport()
+    check_entries([info], 2**30, report, ZipPolicy())
+    assert report.error_codes == codes
+
+
+def test_a_zip_written_by_python_writestr_is_accepted(tmp_path: Path):
+    path = tmp_path / "model.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("model.onnx", b"\x08\x07")
+    with zipfile.ZipFile(path) as archive:
+        entries = archive.infolist()
+    report = ValidationReport()
+    assert check_entries(entries, 2**30, report, ZipPolicy()) is not None
+    assert report.error_codes == []
+
+
 def test_upload_kind_is_sniffed_when_the_name_says_nothing(tmp_path: Path):
     archive = tmp_path / "upload"
     with zipfile.ZipFile(archive, "w") as zf:
