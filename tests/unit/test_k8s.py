@@ -41,11 +41,13 @@ RENDERINGS: dict[str, tuple[str, tuple[str, ...]]] = {
         "overlays/dev", ("network-policy", "queue-autoscaling")),
     "production+gpu+queue-autoscaling": (
         "overlays/production", ("gpu-embedder", "gpu-scorer", "queue-autoscaling")),
+    "production+challenge": ("overlays/production", ("challenge",)),
 }
 GPU_RENDERINGS = {"gpu", "production+gpu+queue-autoscaling"}
 PRODUCTION_RENDERINGS = {name for name in RENDERINGS if name.startswith("production")}
+CHALLENGE_RENDERINGS = {"production+challenge"}
 POLICY_RENDERINGS = {"production", "dev+network-policy+queue-autoscaling",
-                     "production+gpu+queue-autoscaling"}
+                     "production+gpu+queue-autoscaling", "production+challenge"}
 
 # The platform's workloads: gRPC health port (probes) or the gateway's HTTP port.
 GRPC_HEALTH_PORTS = {"validator": 50051, "embedder": 50052, "scorer": 50053,
@@ -475,3 +477,34 @@ def test_images_run_as_non_root_without_build_tools(dockerfile: str) -> None:
     assert 'ENTRYPOINT ["mfr"]' in runtime
     assert "WORKDIR /app" in runtime
     assert not re.search(r"build-essential|\bgcc\b|\bg\+\+|-dev\b", runtime)
+
+
+@requires_kubectl
+@pytest.mark.parametrize("name", RENDERINGS)
+def test_every_deployment_reads_the_served_challenge_only_with_the_challenge_component(
+        name: str, render) -> None:
+    docs = render(name)
+    config_maps = _named(docs, "ConfigMap")
+    challenge_maps = [n for n in config_maps if n.startswith("mfr-challenge")]
+    for workload, deployment in _named(docs, "Deployment").items():
+        container = _pod_spec(deployment)["containers"][0]
+        served = _env(container, docs).get("MFR_CHALLENGE")
+        if name not in CHALLENGE_RENDERINGS:
+            assert served is None, workload
+            continue
+        assert served == "/etc/mfr/challenge/challenge.toml", workload
+        mounts = {m["name"]: m for m in container["volumeMounts"]}
+        assert mounts["challenge"]["mountPath"] == "/etc/mfr/challenge"
+        volumes = {v["name"]: v for v in _pod_spec(deployment)["volumes"]}
+        assert volumes["challenge"]["configMap"]["name"] in challenge_maps
+    if name in CHALLENGE_RENDERINGS:
+        (generated,) = challenge_maps
+        assert 'id = "mfr-ongoing"' in config_maps[generated]["data"]["challenge.toml"]
+
+
+@requires_kubectl
+@pytest.mark.parametrize("name", RENDERINGS)
+def test_the_dispatcher_is_told_which_test_set_to_use(name: str, render) -> None:
+    docs = render(name)
+    dispatcher = _named(docs, "Deployment")["dispatcher"]
+    assert "MFR_TESTSET_ID" in _env(_pod_spec(dispatcher)["containers"][0], docs)
