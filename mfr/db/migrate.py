@@ -4,10 +4,16 @@ Why not Alembic: it needs SQLAlchemy, which nothing else here uses; plain
 numbered SQL files with a version table and an advisory lock are the whole of
 what we need, and they read well in review. Migrations run as their own step
 (``mfr db migrate``, a Kubernetes Job), never implicitly at service start.
+
+A migration may also be a Python module ``NNNN_name.py`` with ``apply(conn)``,
+for SQL that ships inside a library rather than in this repository (the
+procrastinate task queue's schema, ``0003_procrastinate.py``). It runs in the
+same transaction, with the same search_path, as a SQL file would.
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from importlib import resources
 
@@ -22,14 +28,26 @@ class Migration:
     version: int
     name: str
     sql: str
+    module: str = ""  # a Python migration: the module whose apply(conn) runs
+
+    def apply(self, conn: psycopg.Connection) -> None:
+        if self.module:
+            importlib.import_module(self.module).apply(conn)
+        else:
+            conn.execute(self.sql)
 
 
 def migrations() -> list[Migration]:
     found = []
     for entry in resources.files("mfr.db.migrations").iterdir():
+        if not entry.name[:1].isdigit():
+            continue
+        version = int(entry.name.split("_", 1)[0])
         if entry.name.endswith(".sql"):
-            version = int(entry.name.split("_", 1)[0])
             found.append(Migration(version, entry.name, entry.read_text("utf-8")))
+        elif entry.name.endswith(".py"):
+            found.append(Migration(version, entry.name, "",
+                                   f"mfr.db.migrations.{entry.name.removesuffix('.py')}"))
     found.sort(key=lambda m: m.version)
     versions = [m.version for m in found]
     if len(set(versions)) != len(versions):
@@ -55,7 +73,7 @@ def migrate(url: str, schema: str = "public", log=print) -> list[str]:
                 if migration.version in done:
                     continue
                 with conn.transaction():
-                    conn.execute(migration.sql)
+                    migration.apply(conn)
                     conn.execute(
                         "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
                         (migration.version, migration.name),
