@@ -27,9 +27,10 @@ def build(settings: ServiceSettings) -> ServiceParts:
     pool = pool_from_settings(name="scorer")
     pool.open(wait=False)
     store = ObjectStore.from_settings()
-    service = ScoringService(pool, JobBook(pool), Deferrer(pool), store.buckets.features,
+    book = JobBook(pool)
+    service = ScoringService(pool, book, Deferrer(pool), store.buckets.features,
                              scorer.watch_poll_s)
-    export_queue_depth(service.tiles_waiting)
+    export_queue_depth(book.tiles_waiting)
     return ServiceParts(
         servicers=[(scorer_pb2_grpc.add_ScorerServiceServicer_to_server, ScorerServicer(service),
                     "mfr.scorer.v1.ScorerService")],

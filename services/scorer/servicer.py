@@ -1,0 +1,88 @@
+"""ScorerService over gRPC: protobuf <-> domain translation only (services/scorer/service.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from mfr.common.v1 import types_pb2
+from mfr.scorer.v1 import scorer_pb2, scorer_pb2_grpc
+from services.scorer.jobs import JobRequest, JobView
+from services.scorer.service import ScoringService
+
+STATES = {
+    "queued": scorer_pb2.JOB_STATE_QUEUED,
+    "running": scorer_pb2.JOB_STATE_RUNNING,
+    "done": scorer_pb2.JOB_STATE_DONE,
+    "failed": scorer_pb2.JOB_STATE_FAILED,
+    "cancelled": scorer_pb2.JOB_STATE_CANCELLED,
+}
+
+
+class ScorerServicer(scorer_pb2_grpc.ScorerServiceServicer):
+    def __init__(self, service: ScoringService) -> None:
+        self.service = service
+
+    def SubmitJob(self, request: scorer_pb2.SubmitJobRequest,
+                  context: grpc.ServicerContext) -> scorer_pb2.Job:
+        return job_message(self.service.submit(JobRequest(
+            job_id=request.job_id, features_bucket=request.features.bucket,
+            features_key=request.features.key, features_sha256=request.features.sha256,
+            testset_id=request.testset_id, challenge_toml=request.challenge_toml)))
+
+    def GetJob(self, request: scorer_pb2.GetJobRequest,
+               context: grpc.ServicerContext) -> scorer_pb2.Job:
+        return job_message(self.service.get(request.job_id))
+
+    def WatchJob(self, request: scorer_pb2.GetJobRequest,
+                 context: grpc.ServicerContext) -> Iterator[scorer_pb2.Job]:
+        for view in self.service.watch(request.job_id, context.is_active):
+            yield job_message(view)
+
+    def CancelJob(self, request: scorer_pb2.GetJobRequest,
+                  context: grpc.ServicerContext) -> scorer_pb2.Job:
+        return job_message(self.service.cancel(request.job_id))
+
+
+def job_message(view: JobView) -> scorer_pb2.Job:
+    row = view.row
+    tiles_rate, pairs_rate, eta = view.rates()
+    stage = view.stage
+    if stage == "scoring":
+        stage = f"scoring round {row['round']}"
+        if pairs_rate:
+            stage += f" ({pairs_rate:.3g} pairs/s)"
+    elif stage == "merging":
+        stage = f"merging round {row['round']}"
+    at = Timestamp()
+    at.GetCurrentTime()
+    job = scorer_pb2.Job(
+        job_id=view.id, state=STATES[view.state],
+        progress=types_pb2.Progress(done=view.tiles_done, total=view.tiles_total, unit="tiles",
+                                    rate=tiles_rate, eta_seconds=eta, stage=stage, at=at),
+        error=row["error"] or "", error_code=row["error_code"] or "")
+    for score in row["scores"] or []:
+        job.scores.append(protocol_score(score))
+    if row["ranking_score"] is not None:
+        job.ranking_score = row["ranking_score"]
+    if row["result_key"]:
+        job.result.CopyFrom(types_pb2.ObjectRef(bucket=row["result_bucket"], key=row["result_key"],
+                                                sha256=row["result_sha256"] or "",
+                                                size=row["result_size"] or 0))
+    return job
+
+
+def _threshold(value: float | None) -> float:
+    return float("-inf") if value is None else value  # JSON null: accept every finite score
+
+
+def protocol_score(score: dict) -> types_pb2.ProtocolScore:
+    return types_pb2.ProtocolScore(
+        protocol_id=score["protocol_id"], tar=score["tar"], far=score["far"],
+        threshold=_threshold(score["threshold"]), genuine=score["genuine"],
+        impostor=score["impostor"], genuine_accepted=score["genuine_accepted"],
+        impostors_accepted=score["impostors_accepted"], tar_exact=score["tar_exact"],
+        roc=[types_pb2.RocPoint(far=p["far"], tar=p["tar"], threshold=_threshold(p["threshold"]),
+                                exact=p["exact"]) for p in score["roc"]])
