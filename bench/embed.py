@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from mfr.cpus import physical_cores
 from mfr.logs import configure_logging
 from mfr.manifest import Manifest
 from mfr.onnxzoo import build_iresnet
@@ -43,7 +44,7 @@ from mfr.testset.synth import synth_testset
 from services.embedder.job import assemble, choose_batch_size, embed_testset, model_sha256
 from services.embedder.parts import LocalParts
 from services.embedder.pipeline import preprocess
-from services.embedder.runtime import Runner, physical_cores
+from services.embedder.runtime import Runner
 
 
 def bench_testset(root: Path, images: int, shard_size: int) -> TestSet:

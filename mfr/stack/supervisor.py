@@ -31,6 +31,7 @@ from pathlib import Path
 
 import urllib3
 
+from mfr.cpus import usable_cpus
 from mfr.rpc.client import wait_serving
 from mfr.settings import GATEWAY_PORT, GRPC_PORTS, METRICS_PORTS
 from mfr.stack.ports import free_port
@@ -241,9 +242,13 @@ class Stack:
             address = f"127.0.0.1:{ports[name]}"
             self.children.append(Child(name, [*base, name], env, ("grpc", address)))
             self.addresses[name] = f"grpc://{address}"
-        for index in range(self.config.scorers if _has_module("services.scorer.worker") else 0):
+        workers = self.config.scorers if _has_module("services.scorer.worker") else 0
+        # Share the cores: N workers each using every core would oversubscribe them.
+        threads = max(1, usable_cpus() // max(1, workers))
+        for index in range(workers):
             env = {"MFR_GRPC_PORT": str(free_port()), "MFR_METRICS_PORT": str(free_port()),
-                   "MFR_WORKER_NAME": f"scorer-worker-{index}"}
+                   "MFR_WORKER_NAME": f"scorer-worker-{index}",
+                   "MFR_SCORER_THREADS": os.environ.get("MFR_SCORER_THREADS", str(threads))}
             # SIGKILL when orphaned: a worker's graceful stop waits on PostgreSQL, which died
             # with the supervisor; a tile in flight is handed back by the queue's lease anyway.
             self.children.append(Child(f"scorer-worker-{index}", [*base, "scorer-worker"], env,

@@ -9,53 +9,17 @@ sequential execution, all graph optimisations.
 
 from __future__ import annotations
 
-import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
 
+from mfr.cpus import physical_cores
 from mfr.errors import InvalidInput
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
-
-
-def cpu_quota() -> float | None:
-    """CPUs allowed by the cgroup (v2 ``cpu.max`` or v1 quota/period), None when unlimited."""
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        return None if quota == "max" else int(quota) / int(period)
-    except (OSError, ValueError):
-        pass
-    try:
-        quota = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
-        period = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
-        return None if quota <= 0 else quota / period
-    except (OSError, ValueError):
-        return None
-
-
-def physical_cores() -> int:
-    """Physical cores among the CPUs this process may run on, capped by the cgroup quota."""
-    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(
-        range(os.cpu_count() or 1))
-    cores = set()
-    for cpu in cpus:
-        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
-        try:
-            package = (topology / "physical_package_id").read_text().strip()
-            core = (topology / "core_id").read_text().strip()
-            cores.add((package, core))
-        except OSError:
-            cores.add(("cpu", str(cpu)))
-    count = len(cores) or 1
-    quota = cpu_quota()
-    if quota is not None:
-        count = min(count, max(1, math.ceil(quota)))
-    return count
 
 
 def load_model_bytes(path: str | Path) -> bytes:

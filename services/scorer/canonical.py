@@ -38,6 +38,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mfr.cpus import usable_cpus
+
 #: Unit roundoff of float32 (round to nearest).
 FLOAT32_UNIT_ROUNDOFF = 2.0**-24
 _TINY32 = np.float32(np.finfo(np.float32).tiny)  # 2**-126
@@ -87,9 +89,18 @@ def tree_sum(products: np.ndarray) -> np.ndarray:
     return products[:, 0].copy()
 
 
+def default_threads() -> int:
+    """Threads for canonical work: ``MFR_SCORER_THREADS`` (what a worker is allotted), else the
+    cores this process may run on. A worker given one thread must not use two here."""
+    configured = os.environ.get("MFR_SCORER_THREADS", "").strip()
+    if configured.isdigit() and int(configured) > 0:
+        return int(configured)
+    return usable_cpus()
+
+
 def _parallel(count: int, threads: int | None, work) -> None:
     """Run work(start, stop) over [0, count) in contiguous parts, one per thread."""
-    threads = threads or os.cpu_count() or 1
+    threads = threads or default_threads()
     if threads == 1 or count < _PARALLEL_MIN:
         work(0, count)
         return

@@ -8,13 +8,12 @@ with different settings still agree on every tile.
 
 from __future__ import annotations
 
-import math
-import os
 from pathlib import Path
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mfr.cpus import usable_cpus
 from services.scorer.floors import FloorSettings
 from services.scorer.tiles import TILE_SIZE
 
@@ -66,21 +65,9 @@ class ScorerSettings(BaseSettings):
         return FloorSettings(**self.floors)
 
     def blas_threads(self) -> int:
-        return self.threads or available_cores()
+        return self.threads or usable_cpus()
 
     def cache_root(self) -> Path:
         from mfr.settings import CacheSettings
 
         return Path(CacheSettings().cache_dir) / "scorer"
-
-
-def available_cores() -> int:
-    """Cores this process may run on: its CPU affinity, capped by a cgroup v2 CPU quota."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        if quota != "max":
-            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return max(1, cores or 1)

@@ -61,7 +61,8 @@ def job_message(view: JobView) -> scorer_pb2.Job:
     job = scorer_pb2.Job(
         job_id=view.id, state=STATES[view.state],
         progress=types_pb2.Progress(done=view.tiles_done, total=view.tiles_total, unit="tiles",
-                                    rate=tiles_rate, eta_seconds=eta, stage=stage, at=at),
+                                    rate=tiles_rate, eta_seconds=eta, stage=stage, at=at,
+                                    pairs_per_second=pairs_rate),
         error=row["error"] or "", error_code=row["error_code"] or "")
     for score in row["scores"] or []:
         job.scores.append(protocol_score(score))

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mfr.cpus import usable_cpus
 from services.validator.probe import CHILD_LOG, ProbeJob, child_main
 from services.validator.report import ERROR_CODES, WARNING_CODES, Finding
 
@@ -55,11 +56,7 @@ Observer = Callable[[str, int], None]  # (stage, child pid)
 
 def default_threads() -> int:
     """onnxruntime intra-op threads: the CPUs this process may use, at most 8."""
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        usable = os.cpu_count() or 1
-    return max(1, min(usable, 8))
+    return min(usable_cpus(), 8)
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,8 @@ def test_one_two_and_three_workers_equal_offline_mfr_score(scoring):
         assert job.progress.done == job.progress.total and job.progress.unit == "tiles"
         done = [m.progress.done for m in seen]
         assert done == sorted(done)
+        # pairs/s over the scoring time: every pair of the job was compared
+        assert job.progress.pairs_per_second > 0
 
 
 def test_a_job_needing_a_second_round_equals_offline(scoring, db_pool, service_env,

@@ -97,7 +97,7 @@ class RocPoint(_message.Message):
     def __init__(self, far: _Optional[float] = ..., tar: _Optional[float] = ..., threshold: _Optional[float] = ..., exact: _Optional[bool] = ...) -> None: ...
 
 class Progress(_message.Message):
-    __slots__ = ("done", "total", "unit", "rate", "eta_seconds", "stage", "at")
+    __slots__ = ("done", "total", "unit", "rate", "eta_seconds", "stage", "at", "pairs_per_second")
     DONE_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     UNIT_FIELD_NUMBER: _ClassVar[int]
@@ -105,6 +105,7 @@ class Progress(_message.Message):
     ETA_SECONDS_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
     AT_FIELD_NUMBER: _ClassVar[int]
+    PAIRS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
     done: int
     total: int
     unit: str
@@ -112,4 +113,5 @@ class Progress(_message.Message):
     eta_seconds: float
     stage: str
     at: _timestamp_pb2.Timestamp
-    def __init__(self, done: _Optional[int] = ..., total: _Optional[int] = ..., unit: _Optional[str] = ..., rate: _Optional[float] = ..., eta_seconds: _Optional[float] = ..., stage: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    pairs_per_second: float
+    def __init__(self, done: _Optional[int] = ..., total: _Optional[int] = ..., unit: _Optional[str] = ..., rate: _Optional[float] = ..., eta_seconds: _Optional[float] = ..., stage: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., pairs_per_second: _Optional[float] = ...) -> None: ...
