@@ -59,7 +59,7 @@ def finite_or_none(value) -> float | None:
 
 def normalise_scores(challenge: Challenge, scores: Mapping[str, Mapping]) -> dict[str, dict]:
     """Checked, JSON-ready scores: known protocols only, counts as ints, TAR from the counts."""
-    known = {p.id for p in challenge.protocols}
+    known = {p.id: index for index, p in enumerate(challenge.protocols)}
     out: dict[str, dict] = {}
     for pid, score in scores.items():
         if pid not in known:
@@ -74,6 +74,8 @@ def normalise_scores(challenge: Challenge, scores: Mapping[str, Mapping]) -> dic
             "genuine_accepted": int(score["genuine_accepted"]),
             "impostors_accepted": int(score.get("impostors_accepted", 0)),
             "tar_exact": fraction_text(tar),
+            # jsonb keeps object keys in its own order: remember the challenge's.
+            "order": known[pid],
         }
         roc = score.get("roc") or []
         if roc:

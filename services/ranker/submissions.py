@@ -70,7 +70,8 @@ def errors_of(row: dict) -> list[dict]:
 
 def to_json(row: dict, shown: bool, detail: bool = False) -> dict:
     """The HTTP API's submission (DESIGN.md section 7), for its owner or an organiser."""
-    scores = row["scores"] or {}
+    scores = dict(sorted((row["scores"] or {}).items(),
+                         key=lambda item: (item[1].get("order", len(row["scores"])), item[0])))
     out = {
         "id": row["id"],
         "track": row["track_id"],
