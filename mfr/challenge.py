@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from fractions import Fraction
 from importlib import resources
 from pathlib import Path
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mfr.errors import InvalidInput
 
@@ -110,7 +110,7 @@ def _utc(value: object, what: str) -> datetime | None:
         return None
     if not isinstance(value, datetime):
         raise InvalidInput(f"{what}: expected a date-time, got {value!r}", code="challenge_invalid")
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def parse_challenge(data: dict, source: str = "") -> Challenge:
@@ -184,7 +184,7 @@ def parse_challenge(data: dict, source: str = "") -> Challenge:
             raise InvalidInput(f"ranking weight for unknown protocol {pid!r}", code="challenge_invalid")
     try:
         ZoneInfo(challenge.timezone)
-    except Exception:
+    except (ZoneInfoNotFoundError, ValueError):
         raise InvalidInput(f"unknown timezone {challenge.timezone!r}", code="challenge_invalid") from None
     return challenge
 

@@ -47,13 +47,13 @@ def parse_tags(text: str) -> frozenset[str]:
 
 def read_manifest(path: str | Path) -> Manifest:
     """Read and check a manifest; errors name the row (1 = first data row)."""
-    try:
-        handle = open(path, newline="", encoding="utf-8")
-    except OSError as exc:
-        raise InvalidInput(f"cannot read manifest {path}: {exc.strerror}", code="manifest_invalid") from None
     paths: list[str] = []
     identities: list[str] = []
     tags: list[frozenset[str]] = []
+    try:
+        handle = Path(path).open(newline="", encoding="utf-8")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise InvalidInput(f"cannot read manifest {path}: {exc.strerror}", code="manifest_invalid") from None
     with handle:
         reader = csv.reader(handle)
         header = next(reader, None)

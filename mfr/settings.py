@@ -66,3 +66,19 @@ class PeerSettings(_Env):
 
 class CacheSettings(_Env):
     cache_dir: Path = Path.home() / ".cache" / "mfr"
+
+
+def config_problem(exc: Exception) -> str:
+    """One line naming the environment variables a settings object could not read."""
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    parts = []
+    for error in exc.errors():
+        variable = "MFR_" + "_".join(str(p) for p in error["loc"]).upper()
+        if error["type"] == "missing":
+            parts.append(f"{variable} is not set")
+        else:
+            parts.append(f"{variable}: {error['msg']}")
+    return "; ".join(parts)

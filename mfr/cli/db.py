@@ -13,16 +13,17 @@ def db() -> None:
 
 
 @db.command()
-@click.option("--schema", default="public", show_default=True, help="PostgreSQL schema to migrate.")
+@click.option("--schema", default=None,
+              help="PostgreSQL schema to migrate (default: the first of the URL's search_path).")
 @reports_errors
-def migrate(schema: str) -> None:
+def migrate(schema: str | None) -> None:
     """Apply pending migrations."""
     from mfr.db.migrate import migrate as run_migrations
     from mfr.settings import DatabaseSettings
 
     url = DatabaseSettings().database_url.get_secret_value()
     applied = run_migrations(url, schema, log=lambda line: click.echo(line, err=True))
-    click.echo(f"{len(applied)} migration(s) applied; schema {schema!r} is current.", err=True)
+    click.echo(f"{len(applied)} migration(s) applied; the schema is current.", err=True)
 
 
 @db.command()

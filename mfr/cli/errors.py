@@ -7,13 +7,16 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from pydantic import ValidationError
+
 from mfr.errors import MfrError
+from mfr.settings import config_problem
 
 USAGE_EXIT = 2
 
 
 def reports_errors(func: Callable) -> Callable:
-    """Turn MfrError into a one-line message on stderr and exit code 2 (no traceback)."""
+    """Turn MfrError (and unreadable settings) into one line on stderr and exit 2, no traceback."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -21,6 +24,9 @@ def reports_errors(func: Callable) -> Callable:
             return func(*args, **kwargs)
         except MfrError as exc:
             print(f"error[{exc.code}]: {exc.message}", file=sys.stderr)
+            sys.exit(USAGE_EXIT)
+        except ValidationError as exc:  # settings from the environment
+            print(f"error[config_invalid]: {config_problem(exc)}", file=sys.stderr)
             sys.exit(USAGE_EXIT)
 
     return wrapper

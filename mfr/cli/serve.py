@@ -6,6 +6,8 @@ import importlib
 
 import click
 
+from mfr.cli.errors import reports_errors
+
 # service name -> module with a main() function.
 ENTRY_POINTS = {
     "validator": "services.validator.server",
@@ -20,6 +22,7 @@ ENTRY_POINTS = {
 
 @click.command()
 @click.argument("name", type=click.Choice(sorted(ENTRY_POINTS)))
+@reports_errors
 def serve(name: str) -> None:
     """Run one service (configured by MFR_* environment variables) until SIGTERM."""
     importlib.import_module(ENTRY_POINTS[name]).main()

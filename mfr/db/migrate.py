@@ -55,10 +55,21 @@ def migrations() -> list[Migration]:
     return found
 
 
-def migrate(url: str, schema: str = "public", log=print) -> list[str]:
-    """Apply pending migrations to ``schema``; returns the names applied."""
+def target_schema(conn: psycopg.Connection) -> str:
+    """The schema a connection's unqualified tables go to: the first of its search_path.
+
+    So a URL carrying ``options=-c search_path=X`` (what the services will use) is
+    migrated into X, even before X exists.
+    """
+    first = conn.execute("SHOW search_path").fetchone()[0].split(",")[0].strip().strip('"')
+    return "public" if first in ("", "$user") else first
+
+
+def migrate(url: str, schema: str | None = None, log=print) -> list[str]:
+    """Apply pending migrations to ``schema`` (default: the URL's search_path); returns names."""
     applied: list[str] = []
     with psycopg.connect(url, autocommit=True) as conn:
+        schema = schema or target_schema(conn)
         conn.execute("SELECT pg_advisory_lock(%s)", (LOCK_ID,))
         try:
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))

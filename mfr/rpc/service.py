@@ -38,9 +38,19 @@ def service_settings(name: str) -> ServiceSettings:
 
 
 def serve(name: str, build: Callable[[ServiceSettings], ServiceParts]) -> None:
-    settings = service_settings(name)
-    configure_logging(settings.log_format, settings.log_level, service=name)
-    parts = build(settings)
+    from pydantic import ValidationError
+
+    from mfr.logs import get_logger
+    from mfr.settings import config_problem
+
+    try:
+        settings = service_settings(name)
+        configure_logging(settings.log_format, settings.log_level, service=name)
+        parts = build(settings)
+    except ValidationError as exc:  # a missing secret stops start-up, naming the variable
+        configure_logging("console")
+        get_logger(name).error("configuration invalid", problem=config_problem(exc))
+        raise SystemExit(2) from None
     server = GrpcServer(name, settings.host, settings.grpc_port, settings.metrics_port,
                         settings.max_workers)
     for add_to_server, servicer, full_name in parts.servicers:

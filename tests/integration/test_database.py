@@ -56,3 +56,44 @@ def test_unknown_state_is_refused(db_pool):
                 " VALUES (%s, 'c', 'A', current_date, 'b', 'k', 's', 1, 'winning')",
                 (pid,),
             )
+
+
+def test_mfr_db_migrate_targets_the_schema_of_the_urls_search_path(servers):
+    import os
+    import subprocess
+    import sys
+    import uuid
+    from urllib.parse import quote
+
+    schema = f"cli_{uuid.uuid4().hex[:10]}"
+    url = f"{servers.database_url}?options={quote(f'-c search_path={schema}')}"
+    env = {**os.environ, "MFR_DATABASE_URL": url}
+    try:
+        first = subprocess.run([sys.executable, "-m", "mfr.cli.main", "db", "migrate"], env=env,
+                               capture_output=True, text=True, timeout=120, check=False)
+        assert first.returncode == 0, first.stderr
+        assert "applied 0001_participants_submissions.sql" in first.stderr
+        with psycopg.connect(servers.database_url) as conn:
+            tables = {r[0] for r in conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+                (schema,))}
+        assert {"participants", "submissions", "schema_migrations"} <= tables
+        again = subprocess.run([sys.executable, "-m", "mfr.cli.main", "db", "migrate"], env=env,
+                               capture_output=True, text=True, timeout=120, check=False)
+        assert again.returncode == 0 and "0 migration(s) applied" in again.stderr
+    finally:
+        with psycopg.connect(servers.database_url, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def test_mfr_db_migrate_without_a_database_url_says_which_variable(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "MFR_DATABASE_URL"}
+    done = subprocess.run([sys.executable, "-m", "mfr.cli.main", "db", "migrate"], env=env,
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                          check=False)
+    assert done.returncode == 2
+    assert done.stderr.strip() == "error[config_invalid]: MFR_DATABASE_URL is not set"

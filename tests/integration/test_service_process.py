@@ -21,7 +21,7 @@ def test_service_serves_then_stops_gracefully_on_sigterm(service_env, module, tm
     port = free_port()
     env = {**os.environ, **service_env, "MFR_GRPC_PORT": str(port), "MFR_METRICS_PORT": "0",
            "MFR_SHUTDOWN_GRACE_S": "2"}
-    log = open(tmp_path / "service.log", "wb")
+    log = open(tmp_path / "service.log", "wb")  # noqa: SIM115 - the child's stdout until the end
     process = subprocess.Popen([sys.executable, "-m", module], env=env, stdout=log,
                                stderr=subprocess.STDOUT)
     try:
