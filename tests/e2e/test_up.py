@@ -8,8 +8,10 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 
 import psutil
+import psycopg
 import pytest
 import urllib3
 
@@ -115,3 +117,46 @@ def test_a_killed_supervisor_takes_its_services_with_it(tmp_path):
     finally:
         for child in _descendants(process.pid):
             child.kill()
+
+
+def test_up_uses_external_servers_when_told(tmp_path, servers, object_store):
+    """MFR_DATABASE_URL and MFR_S3_ENDPOINT (+ keys): no PostgreSQL or S3 of its own."""
+    from tests.conftest import Database
+
+    # A schema nobody migrated yet: `mfr up` must migrate the one its URL names.
+    database = Database(servers.database_url, f"up_{uuid.uuid4().hex[:10]}")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MFR_")}
+    prefix = object_store.buckets.models.removesuffix("models")
+    env.update({
+        "MFR_DATABASE_URL": database.schema_url,
+        "MFR_S3_ENDPOINT": servers.s3_endpoint,
+        "MFR_S3_ACCESS_KEY": servers.s3_access_key,
+        "MFR_S3_SECRET_KEY": servers.s3_secret_key,
+        "MFR_BUCKET_PREFIX": prefix,
+    })
+    with open(tmp_path / "up.stderr", "w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mfr.cli.main", "up", "--state-dir", str(tmp_path / "state"),
+             "--gateway-port", str(free_port())],
+            stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
+    try:
+        addresses = _read_addresses(process, timeout=60)
+        assert "gateway" in addresses, _why(tmp_path)
+        assert "postgres" not in addresses and "s3" not in addresses
+        names = {p.name() for p in _descendants(process.pid)}
+        assert not any(n.startswith(("postgres", "weed")) for n in names), names
+        assert not (tmp_path / "state" / "postgres").exists()
+        # it migrated the schema of the URL and served from the given buckets
+        with psycopg.connect(database.url) as conn:
+            tables = {r[0] for r in conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+                (database.schema,))}
+        assert {"participants", "submissions"} <= tables
+        assert object_store.list_keys(object_store.buckets.testsets), "test set not published"
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        with psycopg.connect(database.url, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{database.schema}" CASCADE')
