@@ -7,10 +7,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import ValidationError
-
 from mfr.errors import MfrError
-from mfr.settings import config_problem
 
 USAGE_EXIT = 2
 
@@ -25,8 +22,22 @@ def reports_errors(func: Callable) -> Callable:
         except MfrError as exc:
             print(f"error[{exc.code}]: {exc.message}", file=sys.stderr)
             sys.exit(USAGE_EXIT)
-        except ValidationError as exc:  # settings from the environment
+        except Exception as exc:
+            if not _is_settings_error(exc):
+                raise
+            from mfr.settings import config_problem
+
             print(f"error[config_invalid]: {config_problem(exc)}", file=sys.stderr)
             sys.exit(USAGE_EXIT)
 
     return wrapper
+
+
+def _is_settings_error(exc: Exception) -> bool:
+    """Settings read from the environment failed (pydantic, imported only when needed:
+    `mfr score` must run where only numpy is installed)."""
+    try:
+        from pydantic import ValidationError
+    except ImportError:
+        return False
+    return isinstance(exc, ValidationError)

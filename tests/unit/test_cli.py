@@ -31,3 +31,18 @@ def test_console_script_runs_as_a_module():
     out = subprocess.run([sys.executable, "-m", "mfr.cli.main", "--version"],
                          capture_output=True, text=True, check=True)
     assert "0.1.0" in out.stdout
+
+
+def test_mfr_score_needs_neither_pydantic_nor_the_services_stack():
+    """`mfr score` runs where only numpy (and click) are installed, e.g. a GPU box."""
+    code = (
+        "import sys\n"
+        "for name in ('pydantic', 'pydantic_settings', 'grpc', 'psycopg', 'minio'):\n"
+        "    sys.modules[name] = None\n"
+        "from mfr.cli.main import cli\n"
+        "cli(['score', '--help'])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert "--features" in done.stdout
