@@ -84,7 +84,9 @@ def participant(found: MaybeParticipant) -> Participant:
 def organiser(credentials: Credentials, ctx: Ctx) -> None:
     if credentials is None:
         raise Unauthorized("this call needs the organisers' token (MFR_ADMIN_TOKEN)")
-    if not ctx.admin_token or not hmac.compare_digest(credentials.credentials, ctx.admin_token):
+    # Bytes, not str: compare_digest raises TypeError on a non-ASCII str (a 500, not a 403).
+    if not ctx.admin_token or not hmac.compare_digest(credentials.credentials.encode("utf-8"),
+                                                      ctx.admin_token.encode("utf-8")):
         raise PermissionDenied("organisers only: the token is not MFR_ADMIN_TOKEN",
                                code="not_organiser")
 

@@ -242,7 +242,7 @@ def main() -> None:
     leases = Leases(pool, owner, dispatch.lease_s)
     pipeline = Pipeline(Stage(leases, ObjectStore.from_settings(), Peers.connect(channels),
                               challenge_toml, testset_id, dispatch.validate_timeout_s,
-                              dispatch.embed_timeout_s))
+                              dispatch.embed_timeout_s, os.environ.get("MFR_ADMIN_TOKEN", "")))
     dispatcher = Dispatcher(leases, pipeline, dispatch)
     server = GrpcServer("dispatcher", settings.host, settings.grpc_port, settings.metrics_port)
     dispatcher.start()

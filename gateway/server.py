@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uvicorn
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mfr.db.pool import pool_from_settings
@@ -19,7 +19,8 @@ class GatewaySettings(BaseSettings):
     log_format: str = "json"
     log_level: str = "INFO"
     shutdown_grace_s: float = 30.0
-    admin_token: SecretStr  # no default: a gateway without an organisers' token does not start
+    # No default, and not empty: a gateway without an organisers' token does not start.
+    admin_token: SecretStr = Field(min_length=16)
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ import zipfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from gateway.errors import HttpError, TooLarge
@@ -155,13 +156,23 @@ async def receive_upload(body: AsyncIterator[bytes], content_type: str, sink_for
                            code="not_multipart")
     form = ReceivedForm()
     state = {"name": None, "is_file": False, "buffer": bytearray(), "headers": {},
-             "header_field": bytearray(), "header_value": bytearray()}
+             "header_field": bytearray(), "header_value": bytearray(), "form_bytes": 0}
     outgoing = bytearray()
 
+    def count_form_bytes(n: int) -> None:
+        # Everything but the file's bytes (part headers, small fields), over all parts: without
+        # it a body with no Content-Length could grow memory without bound, field by field.
+        state["form_bytes"] += n
+        if state["form_bytes"] > FORM_OVERHEAD:
+            raise InvalidInput("the form's fields and part headers are too long",
+                               code="form_invalid")
+
     def on_header_field(data: bytes, start: int, end: int) -> None:
+        count_form_bytes(end - start)
         state["header_field"] += data[start:end]
 
     def on_header_value(data: bytes, start: int, end: int) -> None:
+        count_form_bytes(end - start)
         state["header_value"] += data[start:end]
 
     def on_header_end() -> None:
@@ -174,6 +185,9 @@ async def receive_upload(body: AsyncIterator[bytes], content_type: str, sink_for
         state["name"] = disposition.get(b"name", b"").decode("utf-8", "replace")
         state["is_file"] = state["name"] == "file"
         if state["is_file"]:
+            if form.filename is not None:
+                raise InvalidInput("the form has more than one part named 'file'",
+                                   code="form_invalid")
             form.filename = disposition.get(b"filename", b"").decode("utf-8", "replace")
 
     def on_part_data(data: bytes, start: int, end: int) -> None:
@@ -187,6 +201,7 @@ async def receive_upload(body: AsyncIterator[bytes], content_type: str, sink_for
                 del form.tail[:len(form.tail) - TAIL_BYTES]
             outgoing.extend(piece)
         else:
+            count_form_bytes(len(piece))
             state["buffer"] += piece
             if len(state["buffer"]) > FORM_OVERHEAD:
                 raise InvalidInput(f"form field {state['name']!r} is too long", code="form_invalid")
@@ -204,7 +219,7 @@ async def receive_upload(body: AsyncIterator[bytes], content_type: str, sink_for
     sink: S3Sink | None = None
     try:
         async for chunk in body:
-            parser.write(chunk)
+            _parse(parser.write, chunk)
             cap = cap_for(form.fields)
             if form.size > cap:
                 raise TooLarge(f"the upload exceeds {cap / MIB:.1f} MB, the most a zip of a model "
@@ -213,7 +228,7 @@ async def receive_upload(body: AsyncIterator[bytes], content_type: str, sink_for
                 sink = sink or sink_for()
                 await sink.put(bytes(outgoing))
                 outgoing.clear()
-        parser.finalize()
+        _parse(parser.finalize)
         if form.filename is None:
             raise InvalidInput("the form has no part named 'file'", code="form_invalid")
         sink = sink or sink_for()
@@ -225,6 +240,14 @@ async def receive_upload(body: AsyncIterator[bytes], content_type: str, sink_for
             await sink.abort()
         raise
     return form
+
+
+def _parse(step, *args) -> None:
+    """One step of the multipart parser; a malformed body is the client's error (422), not a 500."""
+    try:
+        step(*args)
+    except MultipartParseError as exc:
+        raise InvalidInput(f"the multipart body is malformed: {exc}", code="form_invalid") from None
 
 
 class _TailFile(io.RawIOBase):

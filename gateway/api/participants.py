@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from psycopg import errors as pg_errors
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from gateway.auth import Ctx, CurrentParticipant, new_token, token_hash
 from gateway.context import Context
@@ -14,15 +16,34 @@ from mfr.errors import Conflict
 router = APIRouter(prefix="/v1/participants", tags=["participants"])
 
 
+def _printable(value: str | None) -> str | None:
+    """Names end up on the web page, in CSV files and in terminals: no control characters
+    (NUL, which PostgreSQL refuses, escape sequences, newlines)."""
+    if value is not None and any(unicodedata.category(c) == "Cc" for c in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
 class SignUp(BaseModel):
     name: str = Field(min_length=1, max_length=200, description="Shown on the leaderboard.")
     organisation: str = Field("", max_length=200, description="Please give the real one.")
     hide_organisation: bool = Field(False, description="Keep the organisation off the leaderboard.")
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return _printable(value)
+
+    _organisation = field_validator("organisation")(_printable)
+
 
 class Update(BaseModel):
     organisation: str | None = Field(None, max_length=200)
     hide_organisation: bool | None = None
+
+    _organisation = field_validator("organisation")(_printable)
 
 
 class Created(BaseModel):

@@ -20,6 +20,13 @@ from mfr.cli.errors import reports_errors
 TERMINAL_OK = {"scored"}
 
 
+def _plain(text: object) -> str:
+    """Text from the server (others' names, zip entry names) for rich: no markup, no control codes."""
+    from rich.markup import escape
+
+    return escape("".join(c for c in str(text) if c.isprintable()))
+
+
 def _config_dir() -> Path:
     return Path(os.environ.get("MFR_CONFIG_DIR") or Path.home() / ".config" / "mfr")
 
@@ -185,7 +192,7 @@ def _print_result(submission: dict) -> None:
         return
     console.print(f"submission {submission['id']}: [bold red]{state}[/]")
     for error in submission.get("errors", []):
-        console.print(f"  {error['code']}: {error['message']}")
+        console.print(f"  {_plain(error['code'])}: {_plain(error['message'])}")
 
 
 @click.command()
@@ -243,8 +250,9 @@ def board_table(board: dict, title: str = ""):
     for column in ("score", "size MB", "ms"):
         table.add_column(column, justify="right")
     for e in board["entries"]:
-        name = e["participant"] + (" [baseline]" if e.get("baseline") else "")
-        organisation = e["organisation"] or ("(hidden)" if e.get("organisation_hidden") else "-")
+        name = _plain(e["participant"]) + (" \\[baseline]" if e.get("baseline") else "")
+        organisation = (_plain(e["organisation"]) if e["organisation"]
+                        else "(hidden)" if e.get("organisation_hidden") else "-")
         table.add_row(str(e["rank"]), name, organisation,
                       *(pct(e["protocols"].get(p["id"])) for p in protocols),
                       f"[bold]{pct(e['ranking_score'])}[/]",

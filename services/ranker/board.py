@@ -271,6 +271,15 @@ def _candidate(row: dict, order: list[str]) -> Candidate:
     )
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(text: str) -> str:
+    """A participant's text as a CSV cell that spreadsheets show instead of evaluating
+    (OWASP CSV injection: a name such as ``=HYPERLINK(...)`` gets a leading apostrophe)."""
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
 def export_csv(board: Board, challenge: Challenge, reveal: bool = True) -> str:
     """One row per entry; rates as full-precision fractions of 1, as in the JSON."""
     out = io.StringIO()
@@ -281,7 +290,7 @@ def export_csv(board: Board, challenge: Challenge, reveal: bool = True) -> str:
                      "model_size_mb", "latency_ms", "submitted_at"])
     for e in board.entries:
         org = e.organisation if reveal or not e.organisation_hidden else ""
-        writer.writerow([e.rank, e.participant, org, str(e.organisation_hidden).lower(),
+        writer.writerow([e.rank, _cell(e.participant), _cell(org), str(e.organisation_hidden).lower(),
                          str(e.baseline).lower(), e.submission_id, repr(e.ranking_score),
                          fraction_text(e.ranking_exact),
                          *(repr(e.protocols[p]) if p in e.protocols else "" for p in protocol_ids),

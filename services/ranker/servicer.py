@@ -16,7 +16,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from psycopg_pool import ConnectionPool
 
 from mfr.common.v1 import types_pb2
-from mfr.errors import InvalidInput, NotFound
+from mfr.errors import InvalidInput, NotFound, PermissionDenied
 from mfr.ranker.v1 import ranker_pb2, ranker_pb2_grpc
 from services.ranker import submissions
 from services.ranker.board import Board, Entry, Leaderboards
@@ -101,7 +101,8 @@ class RankerServicer(ranker_pb2_grpc.RankerServiceServicer):
     def _organiser(self, context: grpc.ServicerContext) -> bool:
         metadata = dict(context.invocation_metadata() or ())
         presented = metadata.get("authorization", "").removeprefix("Bearer ").strip()
-        return bool(self.admin_token) and hmac.compare_digest(presented, self.admin_token)
+        return bool(self.admin_token) and hmac.compare_digest(presented.encode("utf-8"),
+                                                              self.admin_token.encode("utf-8"))
 
     def _check_challenge(self, challenge_id: str) -> None:
         if challenge_id and challenge_id != self.boards.challenge.id:
@@ -109,6 +110,11 @@ class RankerServicer(ranker_pb2_grpc.RankerServiceServicer):
                            f"not {challenge_id!r}", code="challenge_not_found")
 
     def RecordResult(self, request, context):
+        # Scores are the leaderboard: only the dispatcher (holding the organisers'
+        # token) may write them, whoever else can reach this port.
+        if not self._organiser(context):
+            raise PermissionDenied("recording results needs the organisers' token",
+                                   code="admin_token_required")
         if not request.submission_id:
             raise InvalidInput("submission_id is required")
         scores = {s.protocol_id: score_from_proto(s) for s in request.scores}

@@ -119,7 +119,7 @@ def rig(db_pool, object_store):
     server.add(scorer_pb2_grpc.add_ScorerServiceServicer_to_server, fakes["scorer"],
                "mfr.scorer.v1.ScorerService")
     ranker = RankerServicer(db_pool, boards, Results(db_pool, challenge, boards),
-                            BoardWatcher(boards))
+                            BoardWatcher(boards), admin_token="dispatch-token")
     server.add(ranker_pb2_grpc.add_RankerServiceServicer_to_server, ranker,
                "mfr.ranker.v1.RankerService")
     port = server.start()
@@ -132,7 +132,8 @@ def rig(db_pool, object_store):
                                          "backoff_base_s": 0.01, "backoff_max_s": 0.05,
                                          "workers": 1, **overrides})
         leases = Leases(db_pool, owner, settings.lease_s)
-        stage = Stage(leases, object_store, peers, serving_challenge()[1], "testset-123")
+        stage = Stage(leases, object_store, peers, serving_challenge()[1], "testset-123",
+                      admin_token="dispatch-token")
         return Dispatcher(leases, Pipeline(stage), settings)
 
     yield make, fakes, db_pool

@@ -43,13 +43,14 @@ def ranker(db_pool):
     server.stop(0)
 
 
-def _record(stub, sid, mask, mr_all):
+def _record(stub, sid, mask, mr_all, token=ADMIN):
     scores = []
     for pid, s in built_in_scores(mask, mr_all).items():
         roc = [types_pb2.RocPoint(**p) for p in s.pop("roc")]
         scores.append(types_pb2.ProtocolScore(protocol_id=pid, roc=roc, **s))
     return stub.RecordResult(ranker_pb2.RecordResultRequest(
-        submission_id=sid, scores=scores, model_size_mb=12.5, latency_ms=3.25))
+        submission_id=sid, scores=scores, model_size_mb=12.5, latency_ms=3.25),
+        metadata=(("authorization", f"Bearer {token}"),))
 
 
 def test_record_result_ranks_by_the_challenge_weights(ranker, db_pool):
@@ -166,3 +167,19 @@ def test_unknown_track_is_invalid(ranker):
     with pytest.raises(grpc.RpcError) as err:
         stub.GetLeaderboard(ranker_pb2.GetLeaderboardRequest(track_id="Z"))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize("token", ["", "not-the-token"])
+def test_only_the_organisers_token_records_results(ranker, db_pool, token):
+    stub, _, _ = ranker
+    with db_pool.connection() as conn:
+        pid, _ = add_participant(conn, "Mallory")
+        sid = add_submission(conn, pid)
+    with pytest.raises(grpc.RpcError) as err:
+        _record(stub, sid, (10, 10), (10, 10), token=token)
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert error_code_of(err.value) == "admin_token_required"
+    with db_pool.connection() as conn:
+        row = conn.execute("SELECT scores, state FROM submissions WHERE id = %s",
+                           (sid,)).fetchone()
+    assert row["scores"] is None and row["state"] != "scored"

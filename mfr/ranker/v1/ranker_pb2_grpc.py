@@ -69,6 +69,7 @@ class RankerServiceServicer:
 
     def RecordResult(self, request, context):
         """Record the scores of a finished submission (idempotent per submission id).
+        Needs the organisers' token (metadata "authorization: Bearer TOKEN").
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
