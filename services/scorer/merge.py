@@ -84,8 +84,13 @@ def merge(plan: ScoringPlan, partials: Iterable[TilePartial]) -> MergeOutcome:
         seen.add(partial.tile.key)
         kinds = by_universe.setdefault(partial.tile.universe, {})
         kinds.setdefault(partial.tile.kind, []).append(partial)
+    planned = {t.key for t in plan.tiles}
+    foreign = sorted(seen - planned)
+    if foreign:
+        raise Conflict(f"{len(foreign)} partial(s) of tiles not in the plan, e.g. {foreign[:3]}",
+                       code="partials_incomplete")
     missing = [t.key for t in plan.tiles if t.key not in seen]
-    if missing or len(seen) != len(plan.tiles):
+    if missing:
         raise Conflict(f"{len(missing)} tile(s) missing from the merge, e.g. {missing[:3]}",
                        code="partials_incomplete")
 
