@@ -65,9 +65,9 @@ class Platform:
     """PostgreSQL and S3 on this machine, one schema and bucket set for the benchmark."""
 
     def __init__(self, root: Path) -> None:
-        from mfr.stack.ports import free_port
-        from mfr.stack.postgres import LocalPostgres
-        from mfr.stack.seaweed import LocalS3
+        from cli.stack.ports import free_port
+        from cli.stack.postgres import LocalPostgres
+        from cli.stack.seaweed import LocalS3
 
         self.postgres = LocalPostgres(root / "pg", free_port())
         self.s3 = LocalS3(root / "s3", free_port(), "bench", "bench-secret-key")
@@ -127,7 +127,7 @@ def store_inputs(platform_: Platform, count: int, dim: int) -> tuple[str, object
 
 def start_workers(platform_: Platform, count: int, tile_size: int) -> list[subprocess.Popen]:
     from mfr.rpc.client import wait_serving
-    from mfr.stack.ports import free_port
+    from cli.stack.ports import free_port
 
     workers, ports = [], []
     for index in range(count):
@@ -137,7 +137,7 @@ def start_workers(platform_: Platform, count: int, tile_size: int) -> list[subpr
                "MFR_SCORER_TILE_SIZE": str(tile_size), "MFR_SCORER_POLL_S": "1"}
         log = open(platform_.root / f"worker-{index}.log", "ab")  # noqa: SIM115 - lives with it
         workers.append(subprocess.Popen(
-            [sys.executable, "-m", "mfr.cli.main", "serve", "scorer-worker"], env=env,
+            [sys.executable, "-m", "cli.main", "serve", "scorer-worker"], env=env,
             stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1]))
         ports.append(port)
     for port in ports:
@@ -269,7 +269,7 @@ def main() -> None:
     from mfr.logs import configure_logging
     from services.scorer.jobs import JobBook
     from services.scorer.queue import Deferrer
-    from services.scorer.service import ScoringService
+    from services.scorer.control import ScoringService
 
     configure_logging("console", "WARNING")  # stderr: stdout is the JSON document alone
     with tempfile.TemporaryDirectory(prefix="mfr-bench-dist-") as tmp, \

@@ -41,7 +41,7 @@ from mfr.manifest import Manifest
 from mfr.onnxzoo import build_iresnet
 from mfr.testset.format import TestSet, TestSetWriter
 from mfr.testset.synth import synth_testset
-from services.embedder.job import assemble, choose_batch_size, embed_testset, model_sha256
+from services.embedder.embedding import assemble, choose_batch_size, embed_testset, model_sha256
 from services.embedder.parts import LocalParts
 from services.embedder.pipeline import preprocess
 from services.embedder.runtime import Runner

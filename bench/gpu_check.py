@@ -66,7 +66,7 @@ def moderate_test_set(directory: Path, mr_count: int, dim: int) -> dict:
 def cli_json(paths: dict, backend: str) -> tuple[bytes, float]:
     start = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-m", "mfr.cli.main", "score", "--manifest", str(paths["manifest"]),
+        [sys.executable, "-m", "cli.main", "score", "--manifest", str(paths["manifest"]),
          "--features", str(paths["features"]), "--json", "--backend", backend],
         capture_output=True, check=False, cwd=ROOT, env=os.environ | {"PYTHONPATH": str(ROOT)})
     if done.returncode:
@@ -119,9 +119,9 @@ def main() -> None:
     import torch
 
     from mfr.challenge import parse_challenge
-    from services.scorer.backends.cpu import CpuBackend
-    from services.scorer.backends.gpu import TorchBackend
-    from services.scorer.canonical import normalise
+    from services.scorer.engine.backends.cpu import CpuBackend
+    from services.scorer.engine.backends.gpu import TorchBackend
+    from services.scorer.engine.canonical import normalise
     from services.scorer.engine import ImageLabels, score
 
     # GPU_CHECK_DEVICE=cpu GPU_CHECK_MODERATE=2000 GPU_CHECK_FULL=20000: a dry run

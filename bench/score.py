@@ -73,7 +73,7 @@ def timed(command: list[str]) -> dict:
 
 
 def score_command(paths: dict, backend: str = "cpu") -> list[str]:
-    return [sys.executable, "-m", "mfr.cli.main", "score", "--challenge", str(paths["challenge"]),
+    return [sys.executable, "-m", "cli.main", "score", "--challenge", str(paths["challenge"]),
             "--manifest", str(paths["manifest"]), "--features", str(paths["features"]),
             "--json", "--backend", backend]
 

@@ -9,8 +9,8 @@ from psycopg_pool import ConnectionPool
 from gateway.clock import Clock
 from mfr.challenge import Challenge
 from mfr.storage import ObjectStore
-from services.ranker.board import Leaderboards
-from services.ranker.results import Results
+from mfr.ranking.board import Leaderboards
+from mfr.records.results import Results
 
 
 @dataclass

@@ -7,7 +7,7 @@ The size is capped early (``Content-Length`` before a byte is read, then the
 running count), and the zip is checked at once from what a zip keeps at its
 end: the central directory (names, sizes, types of every entry), which the
 last :data:`TAIL_BYTES` of the stream hold. Those entries go through the
-validator's own zip rules (``services.validator.upload``), so the gateway and
+validator's own zip rules (``mfr.modelcheck.archive``), so the gateway and
 the validator can never disagree about what a safe archive is.
 """
 
@@ -284,8 +284,8 @@ class _TailFile(io.RawIOBase):
 
 def zip_findings(form: ReceivedForm, max_model_bytes: int) -> list[dict]:
     """The validator's zip rules on the archive's entries; [] when the zip looks acceptable."""
-    from services.validator.report import ValidationReport
-    from services.validator.upload import ZIP_MAGIC, ZipPolicy, check_entries
+    from mfr.modelcheck.report import ValidationReport
+    from mfr.modelcheck.archive import ZIP_MAGIC, ZipPolicy, check_entries
 
     report = ValidationReport()
     if form.head[:4] not in ZIP_MAGIC:

@@ -12,8 +12,8 @@ import uuid
 from pathlib import Path
 
 from mfr.db.migrate import migrate, schema_snapshot
-from mfr.stack.ports import free_port
-from mfr.stack.postgres import LocalPostgres
+from cli.stack.ports import free_port
+from cli.stack.postgres import LocalPostgres
 
 SNAPSHOT = Path(__file__).resolve().parent.parent / "mfr" / "db" / "schema.snapshot"
 

@@ -28,9 +28,9 @@ class Servers:
 
 @pytest.fixture(scope="session")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Servers:
-    from mfr.stack.ports import free_port
-    from mfr.stack.postgres import LocalPostgres
-    from mfr.stack.seaweed import LocalS3
+    from cli.stack.ports import free_port
+    from cli.stack.postgres import LocalPostgres
+    from cli.stack.seaweed import LocalS3
 
     root: Path = tmp_path_factory.mktemp("servers")
     started = []

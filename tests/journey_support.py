@@ -92,7 +92,7 @@ class ServerThread:
     def __init__(self, app) -> None:
         import uvicorn
 
-        from mfr.stack.ports import free_port
+        from cli.stack.ports import free_port
 
         self.port = free_port()
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,

@@ -9,7 +9,7 @@ from gateway import lifecycle
 from gateway.api.participants import SignUp, create_participant
 from gateway.auth import Ctx, organiser
 from services.ranker import submissions
-from services.ranker.board import export_csv
+from mfr.ranking.board import export_csv
 
 router = APIRouter(prefix="/v1/admin", tags=["organisers"], dependencies=[Depends(organiser)])
 

@@ -7,7 +7,7 @@ from fastapi.responses import PlainTextResponse
 
 from gateway import quota
 from gateway.auth import Ctx, CurrentParticipant
-from services.ranker.board import export_csv
+from mfr.ranking.board import export_csv
 
 router = APIRouter(tags=["leaderboard"])
 

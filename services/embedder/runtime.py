@@ -33,7 +33,7 @@ def load_model_bytes(path: str | Path) -> bytes:
 
 
 def dynamic_batch(data: bytes) -> bytes:
-    from services.validator.rules import make_batch_dynamic
+    from mfr.modelcheck.rules import make_batch_dynamic
 
     try:
         model = onnx.load_model_from_string(data)

@@ -19,7 +19,7 @@ from mfr.testset.format import TestSet
 from mfr.testset.store import upload_testset
 from services.embedder.config import EmbedderSettings
 from services.embedder.servicer import EmbedderServicer
-from services.embedder.stored import StoredEmbedder
+from services.embedder.jobs import StoredEmbedder
 
 log = get_logger("services.embedder")
 SERVICE_NAME = "mfr.embedder.v1.EmbedderService"

@@ -1,4 +1,4 @@
-"""EmbedderService: protobuf <-> the stored-job core (services/embedder/stored.py) only."""
+"""EmbedderService: protobuf <-> the stored-job core (services/embedder/jobs.py) only."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from mfr.common.v1 import types_pb2
 from mfr.embedder.v1 import embedder_pb2, embedder_pb2_grpc
-from services.embedder.job import Progress
-from services.embedder.stored import Cancellation, EmbedJob, EmbedOutcome, ObjectKey, StoredEmbedder
+from services.embedder.embedding import Progress
+from services.embedder.jobs import Cancellation, EmbedJob, EmbedOutcome, ObjectKey, StoredEmbedder
 
 PROGRESS_EVERY_S = 0.5  # at most two progress messages a second (plus the last)
 

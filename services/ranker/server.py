@@ -8,8 +8,8 @@ from mfr.db.pool import ping, pool_from_settings
 from mfr.ranker.v1 import ranker_pb2_grpc
 from mfr.rpc.service import ServiceParts, serve
 from mfr.settings import ServiceSettings
-from services.ranker.board import Leaderboards
-from services.ranker.results import Results
+from mfr.ranking.board import Leaderboards
+from mfr.records.results import Results
 from services.ranker.servicer import RankerServicer
 from services.ranker.serving import serving_challenge
 from services.ranker.watch import BoardWatcher

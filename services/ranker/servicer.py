@@ -19,8 +19,8 @@ from mfr.common.v1 import types_pb2
 from mfr.errors import InvalidInput, NotFound, PermissionDenied
 from mfr.ranker.v1 import ranker_pb2, ranker_pb2_grpc
 from services.ranker import submissions
-from services.ranker.board import Board, Entry, Leaderboards
-from services.ranker.results import Results
+from mfr.ranking.board import Board, Entry, Leaderboards
+from mfr.records.results import Results
 from services.ranker.watch import BoardWatcher
 
 

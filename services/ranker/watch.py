@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 
 import psycopg
 
-from services.ranker.board import Board, Leaderboards
+from mfr.ranking.board import Board, Leaderboards
 
 CHANNEL = "mfr_leaderboard"
 

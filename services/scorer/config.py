@@ -14,8 +14,8 @@ from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mfr.cpus import usable_cpus
-from services.scorer.floors import FloorSettings
-from services.scorer.tiles import TILE_SIZE
+from services.scorer.engine.floors import FloorSettings
+from services.scorer.engine.tiles import TILE_SIZE
 
 
 class ScorerSettings(BaseSettings):

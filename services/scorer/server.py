@@ -1,7 +1,7 @@
 """Wiring of the scorer API: database pool, object store, queue, servicer; ready when both answer.
 
 The API process only records jobs and reads them; the heavy work runs in the
-scorer workers (services/scorer/worker.py). docs/scoring-service.md has the design.
+scorer workers (services/scorer/worker/server.py). docs/scoring-service.md has the design.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from mfr.storage import ObjectStore
 from services.scorer.config import ScorerSettings
 from services.scorer.jobs import JobBook
 from services.scorer.queue import Deferrer, export_queue_depth
-from services.scorer.service import ScoringService
+from services.scorer.control import ScoringService
 from services.scorer.servicer import ScorerServicer
 
 

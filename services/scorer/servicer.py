@@ -1,4 +1,4 @@
-"""ScorerService over gRPC: protobuf <-> domain translation only (services/scorer/service.py)."""
+"""ScorerService over gRPC: protobuf <-> domain translation only (services/scorer/control.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from mfr.common.v1 import types_pb2
 from mfr.scorer.v1 import scorer_pb2, scorer_pb2_grpc
 from services.scorer.jobs import JobRequest, JobView
-from services.scorer.service import ScoringService
+from services.scorer.control import ScoringService
 
 STATES = {
     "queued": scorer_pb2.JOB_STATE_QUEUED,

@@ -27,8 +27,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from services.validator.report import Finding
-from services.validator.rules import real_inputs
+from mfr.modelcheck.report import Finding
+from mfr.modelcheck.rules import real_inputs
 
 _UNKNOWN = None  # derived from the input, batch axis no longer known
 _MAX_CONST_ELEMENTS = 1024

@@ -35,7 +35,7 @@ import onnx
 import onnxruntime as ort
 
 from services.validator import batch_analysis, rules
-from services.validator.report import Finding
+from mfr.modelcheck.report import Finding
 
 LATENCY_RUNS = 50
 LATENCY_RANK = 6  # the reference checker reports the 6th fastest run

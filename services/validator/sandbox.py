@@ -28,7 +28,7 @@ from pathlib import Path
 
 from mfr.cpus import usable_cpus
 from services.validator.probe import CHILD_LOG, ProbeJob, child_main
-from services.validator.report import ERROR_CODES, WARNING_CODES, Finding
+from mfr.modelcheck.report import ERROR_CODES, WARNING_CODES, Finding
 
 GIB = 1024**3
 MAX_MESSAGE_BYTES = 64 * 1024

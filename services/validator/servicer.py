@@ -1,4 +1,4 @@
-"""ValidatorService: protobuf <-> the validator's core (services/validator/stored.py) only."""
+"""ValidatorService: protobuf <-> the validator's core (services/validator/fetch.py) only."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from mfr.common.v1 import types_pb2
 from mfr.errors import InvalidInput
 from mfr.storage import ObjectStore
 from mfr.validator.v1 import validator_pb2, validator_pb2_grpc
-from services.validator.report import Finding, ValidationReport
-from services.validator.stored import ObjectKey, validate_stored
+from mfr.modelcheck.report import Finding, ValidationReport
+from services.validator.fetch import ObjectKey, validate_stored
 from services.validator.validator import Validator
 
 

@@ -1,7 +1,7 @@
 """Validation as a library: one upload in, one ValidationReport out.
 
 The service process does what is safe on untrusted bytes (zip metadata,
-sizes, hashes: services/validator/upload.py); everything that parses or runs
+sizes, hashes: mfr/modelcheck/archive.py); everything that parses or runs
 the model happens in a confined child (services/validator/sandbox.py,
 probe.py). The report lists every finding in the reference checker's order.
 """
@@ -19,9 +19,9 @@ from mfr.challenge import Track
 from mfr.errors import Unavailable
 from services.validator.latency import LatencyCalibrator, LatencyScale
 from services.validator.probe import DYNAMIC_MODEL, LATENCY_RANK, LATENCY_RUNS
-from services.validator.report import ValidationReport
+from mfr.modelcheck.report import ValidationReport
 from services.validator.sandbox import Observer, Sandbox, SandboxLimits
-from services.validator.upload import MIB, ZipPolicy, open_upload
+from mfr.modelcheck.archive import MIB, ZipPolicy, open_upload
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ REQUIRED = {
     "services.validator.server": "the validator service",
     "services.embedder.server": "the embedder service",
     "services.scorer.servicer": "the scorer's job API (SubmitJob/WatchJob)",
-    "services.scorer.worker": "the scorer workers",
+    "services.scorer.worker.server": "the scorer workers",
 }
 
 

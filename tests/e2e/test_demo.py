@@ -17,13 +17,13 @@ pytestmark = [pytest.mark.e2e,
 
 
 def test_demo_prints_the_final_leaderboard(tmp_path):
-    from mfr.stack.ports import free_port
+    from cli.stack.ports import free_port
 
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("MFR_DATABASE", "MFR_S3", "MFR_TEST", "MFR_ADMIN"))}
     started = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-m", "mfr.cli.main", "demo", "--once", "--json",
+        [sys.executable, "-m", "cli.main", "demo", "--once", "--json",
          "--state-dir", str(tmp_path / "state"), "--gateway-port", str(free_port()),
          "--scale", "0.003"],  # the flow of the default (0.01) run, on a smaller test set
         env=env, capture_output=True, text=True, timeout=420, check=False)

@@ -40,7 +40,7 @@ class Journey:
         self.clock_file.write_text(when.isoformat())
 
     def client(self, token: str | None = None):
-        from gateway.client import GatewayClient
+        from cli.client import GatewayClient
 
         return GatewayClient(self.url, token)
 
@@ -48,7 +48,7 @@ class Journey:
         env = {**os.environ, **self.env, "MFR_GATEWAY": self.url}
         if token:
             env["MFR_TOKEN"] = token
-        result = subprocess.run([sys.executable, "-m", "mfr.cli.main", *args], env=env, check=False,
+        result = subprocess.run([sys.executable, "-m", "cli.main", *args], env=env, check=False,
                                 capture_output=True, text=True, timeout=600)
         if check:
             assert result.returncode == 0, result.stdout + result.stderr
@@ -57,10 +57,10 @@ class Journey:
 
 @pytest.fixture(scope="module")
 def journey(tmp_path_factory):
-    from gateway.client import zip_model
+    from cli.client import zip_model
     from mfr.baselines.build import build_baselines
-    from mfr.stack.ports import free_port
-    from mfr.stack.supervisor import Stack, StackConfig, default_testset
+    from cli.stack.ports import free_port
+    from cli.stack.supervisor import Stack, StackConfig, default_testset
 
     root = tmp_path_factory.mktemp("journey")
     challenge = root / "challenge.toml"
@@ -70,7 +70,7 @@ def journey(tmp_path_factory):
     build_baselines(root / "baselines")
     models = {name: zip_model(root / "baselines" / f"{name}.onnx", root / f"{name}.zip")
               for name in ("synth-lda-100", "synth-lda-400", "synth-random")}
-    from services.validator.corpus import fp16_weights
+    from mfr.onnxzoo.corpus import fp16_weights
 
     models["float16"] = zip_model(fp16_weights(), root / "float16.zip")
     stack = Stack(StackConfig(state_dir=root / "state", gateway_port=free_port(),
@@ -142,7 +142,7 @@ def test_the_participants_journey(journey):
 
     # Another participant cannot see Ada's private submissions.
     bob = j.client(j.client().signup("Bob", "Open Lab")["token"])
-    from gateway.client import GatewayError
+    from cli.client import GatewayError
 
     with pytest.raises(GatewayError) as err:
         bob.submission(good["id"])

@@ -16,7 +16,7 @@ import pytest
 import urllib3
 
 from mfr.rpc.client import health_status
-from mfr.stack.ports import free_port
+from cli.stack.ports import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -28,7 +28,7 @@ def machine_cache_is_warm():
     """Per-machine work `mfr up` does once, not on every start: the validator's latency
     reference (about 30 s on a 2-core CPU) and the default synthetic test set. The budget
     is for a start on a machine that has done it, so do it here, outside the timing."""
-    from mfr.stack.supervisor import cache_dir, default_testset
+    from cli.stack.supervisor import cache_dir, default_testset
 
     default_testset()
     try:
@@ -47,7 +47,7 @@ def _start_up(tmp_path):
     gateway_port = free_port()
     with open(tmp_path / "up.stderr", "w") as stderr:  # a file: a full pipe would block mfr up
         process = subprocess.Popen(
-            [sys.executable, "-m", "mfr.cli.main", "up", "--state-dir", str(tmp_path / "state"),
+            [sys.executable, "-m", "cli.main", "up", "--state-dir", str(tmp_path / "state"),
              "--gateway-port", str(gateway_port)],
             stdout=subprocess.PIPE, stderr=stderr, text=True, env=env,
         )
@@ -136,7 +136,7 @@ def test_up_uses_external_servers_when_told(tmp_path, servers, object_store):
     })
     with open(tmp_path / "up.stderr", "w") as stderr:
         process = subprocess.Popen(
-            [sys.executable, "-m", "mfr.cli.main", "up", "--state-dir", str(tmp_path / "state"),
+            [sys.executable, "-m", "cli.main", "up", "--state-dir", str(tmp_path / "state"),
              "--gateway-port", str(free_port())],
             stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
     try:

@@ -12,8 +12,8 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from gateway.app import create_app
-from services.ranker.board import Leaderboards
-from services.ranker.results import Results
+from mfr.ranking.board import Leaderboards
+from mfr.records.results import Results
 from tests.journey_support import (
     T0,
     FakeClock,

@@ -69,7 +69,7 @@ def test_mfr_db_migrate_targets_the_schema_of_the_urls_search_path(servers):
     url = f"{servers.database_url}?options={quote(f'-c search_path={schema}')}"
     env = {**os.environ, "MFR_DATABASE_URL": url}
     try:
-        first = subprocess.run([sys.executable, "-m", "mfr.cli.main", "db", "migrate"], env=env,
+        first = subprocess.run([sys.executable, "-m", "cli.main", "db", "migrate"], env=env,
                                capture_output=True, text=True, timeout=120, check=False)
         assert first.returncode == 0, first.stderr
         assert "applied 0001_participants_submissions.sql" in first.stderr
@@ -78,7 +78,7 @@ def test_mfr_db_migrate_targets_the_schema_of_the_urls_search_path(servers):
                 "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
                 (schema,))}
         assert {"participants", "submissions", "schema_migrations"} <= tables
-        again = subprocess.run([sys.executable, "-m", "mfr.cli.main", "db", "migrate"], env=env,
+        again = subprocess.run([sys.executable, "-m", "cli.main", "db", "migrate"], env=env,
                                capture_output=True, text=True, timeout=120, check=False)
         assert again.returncode == 0 and "0 migration(s) applied" in again.stderr
     finally:
@@ -92,7 +92,7 @@ def test_mfr_db_migrate_without_a_database_url_says_which_variable(tmp_path):
     import sys
 
     env = {k: v for k, v in os.environ.items() if k != "MFR_DATABASE_URL"}
-    done = subprocess.run([sys.executable, "-m", "mfr.cli.main", "db", "migrate"], env=env,
+    done = subprocess.run([sys.executable, "-m", "cli.main", "db", "migrate"], env=env,
                           capture_output=True, text=True, timeout=60, cwd=tmp_path,
                           check=False)
     assert done.returncode == 2

@@ -15,9 +15,9 @@ from datetime import timedelta
 import pytest
 
 from gateway import lifecycle
-from gateway.dispatcher import Dispatcher, DispatcherSettings
-from gateway.leases import Leases
-from gateway.pipeline import Peers, Pipeline, Stage
+from services.dispatcher.dispatcher import Dispatcher, DispatcherSettings
+from mfr.records.leases import Leases
+from services.dispatcher.stages import Peers, Pipeline, Stage
 from mfr.challenge import load_challenge
 from mfr.common.v1 import types_pb2
 from mfr.embedder.v1 import embedder_pb2, embedder_pb2_grpc
@@ -27,8 +27,8 @@ from mfr.rpc.client import channel
 from mfr.rpc.server import GrpcServer
 from mfr.scorer.v1 import scorer_pb2, scorer_pb2_grpc
 from mfr.validator.v1 import validator_pb2, validator_pb2_grpc
-from services.ranker.board import Leaderboards
-from services.ranker.results import Results
+from mfr.ranking.board import Leaderboards
+from mfr.records.results import Results
 from services.ranker.servicer import RankerServicer
 from services.ranker.serving import serving_challenge
 from services.ranker.watch import BoardWatcher

@@ -8,8 +8,8 @@ import httpx
 import pytest
 
 from gateway.app import create_app
-from services.ranker.board import Leaderboards
-from services.ranker.results import Results
+from mfr.ranking.board import Leaderboards
+from mfr.records.results import Results
 from tests.journey_support import (
     T0,
     FakeClock,

@@ -8,9 +8,9 @@ import pytest
 from click.testing import CliRunner
 
 from gateway.app import create_app
-from mfr.cli.main import cli
-from services.ranker.board import Leaderboards
-from services.ranker.results import Results
+from cli.main import cli
+from mfr.ranking.board import Leaderboards
+from mfr.records.results import Results
 from tests.journey_support import (
     T0,
     FakeClock,

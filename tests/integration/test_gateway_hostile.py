@@ -14,7 +14,7 @@ import pytest
 from gateway.app import create_app
 from gateway.uploads import MIB, S3Sink, file_cap, receive_upload
 from mfr.errors import InvalidInput
-from services.ranker.board import Board, Entry, export_csv
+from mfr.ranking.board import Board, Entry, export_csv
 from tests.journey_support import T0, FakeClock, ServerThread, make_challenge, model_zip
 
 pytestmark = pytest.mark.integration
@@ -177,7 +177,7 @@ def test_csv_export_does_not_let_a_name_become_a_formula(name):
 def test_cli_leaderboard_survives_markup_and_escape_codes_in_names():
     from rich.console import Console
 
-    from mfr.cli.participant import board_table
+    from cli.participant import board_table
 
     board = {"track": "A", "frozen": False, "protocols": [{"id": "m", "title": "M"}],
              "entries": [{"rank": 1, "participant": "[/bold]x[link=http://e]y", "baseline": True,

@@ -64,7 +64,7 @@ def test_a_job_needing_a_second_round_equals_offline(scoring, db_pool, service_e
     """Floors set far too high: merge cannot prove them, plans round 2 and enqueues it.
     The API is the real process here (``python -m services.scorer``)."""
     from services.scorer.engine import ImageLabels, score
-    from services.scorer.floors import FloorSettings
+    from services.scorer.engine.floors import FloorSettings
 
     floors = {"expected_min": 1, "expected_factor": 1, "expected_root_divisor": 10**9,
               "sample_min": 64, "sample_hits": 1}

@@ -81,7 +81,7 @@ def test_sigterm_hands_the_running_tile_back_at_once(scoring):
 
 
 def test_a_tile_that_always_fails_fails_the_job_with_a_reason(scoring):
-    from services.scorer.backends.cpu import CpuBackend
+    from services.scorer.engine.backends.cpu import CpuBackend
     from services.scorer.engine import ImageLabels, make_plan, normalise
 
     data = scoring["data"]
@@ -105,14 +105,14 @@ def test_a_tile_that_always_fails_fails_the_job_with_a_reason(scoring):
 
 def test_a_tile_finished_twice_counts_once(db_pool, object_store, tmp_path, offline_reference):
     """Two workers both past the 'already done?' check: the second completion is a no-op."""
-    from services.scorer.backends import select_backend
+    from services.scorer.engine.backends import select_backend
     from services.scorer.config import ScorerSettings
-    from services.scorer.coordinator import Coordinator
+    from services.scorer.worker.coordinator import Coordinator
     from services.scorer.inputs import JobInputs
     from services.scorer.jobs import JobBook, JobRequest
     from services.scorer.queue import Deferrer
-    from services.scorer.service import ScoringService
-    from services.scorer.tilework import TileWork
+    from services.scorer.control import ScoringService
+    from services.scorer.worker.tilework import TileWork
 
     from .test_scorer_service_support import job_data, store_features, store_testset
 

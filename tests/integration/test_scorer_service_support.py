@@ -29,7 +29,7 @@ from mfr.manifest import Manifest
 from mfr.rpc.client import channel, health_status
 from mfr.rpc.server import GrpcServer
 from mfr.scorer.v1 import scorer_pb2, scorer_pb2_grpc
-from mfr.stack.ports import free_port
+from cli.stack.ports import free_port
 from mfr.testset.format import INFO_NAME, MANIFEST_NAME, TestSetWriter
 
 TILE_SIZE = 96
@@ -120,7 +120,7 @@ def offline_score(data: JobData, folder: Path) -> dict:
     np.save(folder / "features.npy", data.features)
     (folder / "challenge.toml").write_text(CHALLENGE_TOML)
     out = subprocess.run(
-        [sys.executable, "-m", "mfr.cli.main", "score", "--json", "--roc", "--backend", "cpu",
+        [sys.executable, "-m", "cli.main", "score", "--json", "--roc", "--backend", "cpu",
          "--challenge", str(folder / "challenge.toml"), "--manifest", str(folder / "manifest.csv"),
          "--features", str(folder / "features.npy")],
         capture_output=True, text=True, timeout=120, check=True)
@@ -177,7 +177,7 @@ class ScorerApi:
 def start_api(db_pool, object_store, watch_poll_s: float = 0.2) -> ScorerApi:
     from services.scorer.jobs import JobBook
     from services.scorer.queue import Deferrer
-    from services.scorer.service import ScoringService
+    from services.scorer.control import ScoringService
     from services.scorer.servicer import ScorerServicer
 
     service = ScoringService(db_pool, JobBook(db_pool), Deferrer(db_pool),
@@ -244,7 +244,7 @@ class Workers:
         self.logs.mkdir(parents=True, exist_ok=True)
         with open(self.logs / f"{name}.log", "ab") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "mfr.cli.main", "serve", "scorer-worker"], env=env,
+                [sys.executable, "-m", "cli.main", "serve", "scorer-worker"], env=env,
                 stdout=log, stderr=subprocess.STDOUT)
         self.processes[name], self.ports[name] = process, port
         if wait:

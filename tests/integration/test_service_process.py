@@ -11,7 +11,7 @@ import time
 import pytest
 
 from mfr.rpc.client import health_status, wait_serving
-from mfr.stack.ports import free_port
+from cli.stack.ports import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -22,7 +22,7 @@ from mfr.rpc.client import channel, health_status
 from mfr.rpc.interceptors import error_code_of
 from mfr.rpc.server import GrpcServer
 from mfr.validator.v1 import validator_pb2, validator_pb2_grpc
-from services.validator.corpus import CASES, Case
+from mfr.onnxzoo.corpus import CASES, Case
 from services.validator.sandbox import GIB, SandboxLimits
 from services.validator.server import SERVICE_NAME
 from services.validator.servicer import ValidatorServicer, report_from_proto

@@ -7,7 +7,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from mfr.cli.main import cli
+from cli.main import cli
 
 
 @pytest.fixture(scope="module")

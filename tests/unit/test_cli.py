@@ -8,7 +8,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from mfr.cli.main import COMMANDS, cli
+from cli.main import COMMANDS, cli
 
 
 def test_help_lists_the_commands():
@@ -28,7 +28,7 @@ def test_every_registered_command_has_help(name):
 
 
 def test_console_script_runs_as_a_module():
-    out = subprocess.run([sys.executable, "-m", "mfr.cli.main", "--version"],
+    out = subprocess.run([sys.executable, "-m", "cli.main", "--version"],
                          capture_output=True, text=True, check=True)
     assert "0.1.0" in out.stdout
 
@@ -39,7 +39,7 @@ def test_mfr_score_needs_neither_pydantic_nor_the_services_stack():
         "import sys\n"
         "for name in ('pydantic', 'pydantic_settings', 'grpc', 'psycopg', 'minio'):\n"
         "    sys.modules[name] = None\n"
-        "from mfr.cli.main import cli\n"
+        "from cli.main import cli\n"
         "cli(['score', '--help'])\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -11,11 +11,11 @@ import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper
 
-from mfr.cli.main import cli
+from cli.main import cli
 from mfr.onnxzoo import build_tiny_model
 from mfr.testset import format as testset_format
 from mfr.testset.synth import synth_testset
-from services.embedder.job import choose_batch_size, embed_testset, model_sha256
+from services.embedder.embedding import choose_batch_size, embed_testset, model_sha256
 from services.embedder.parts import LocalParts
 from services.embedder.pipeline import Cancelled, Pipeline, non_finite_rows, preprocess
 from services.embedder.runtime import Runner
@@ -68,7 +68,7 @@ def test_features_equal_a_direct_onnxruntime_run(testset, model_file, tmp_path, 
     summary = embed_testset(runner, model_sha256(data), testset, parts, 127.5, 127.5,
                             batch_size=batch)
     assert summary.shards_embedded == list(range(len(testset.shards)))
-    from services.embedder.job import assemble
+    from services.embedder.embedding import assemble
 
     dim, bad = assemble(testset, parts, tmp_path / "f.npy")
     features = np.load(tmp_path / "f.npy")

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import pytest
 
 from gateway.clock import FileClock, clock_from_env, system_clock
-from gateway.dispatcher import backoff_s
+from services.dispatcher.dispatcher import backoff_s
 from gateway.quota import check_window, quota_day, resets_at
 from gateway.uploads import ReceivedForm, file_cap, receive_upload, zip_findings
 from tests.journey_support import make_challenge, model_zip

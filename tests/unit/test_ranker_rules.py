@@ -10,8 +10,8 @@ import pytest
 
 from mfr.challenge import load_challenge
 from mfr.errors import InvalidInput
-from services.ranker.board import Board, Candidate, choose_entries, export_csv
-from services.ranker.ranking import exact_ranking, exact_tar, normalise_scores, percent
+from mfr.ranking.board import Board, Candidate, choose_entries, export_csv
+from mfr.ranking.scores import exact_ranking, exact_tar, normalise_scores, percent
 
 T0 = datetime(2021, 7, 1, tzinfo=UTC)
 

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from mfr.cli.main import cli
+from cli.main import cli
 from mfr.testset.importer import ImportRejected, export_images, import_testset
 from mfr.testset.synth import synth_testset
 

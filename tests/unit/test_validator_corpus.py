@@ -1,6 +1,6 @@
 """Every case of the validator corpus through ``mfr validate``: the exact codes, in order.
 
-The corpus (services/validator/corpus.py) has one or more generated model or
+The corpus (mfr/onnxzoo/corpus.py) has one or more generated model or
 zip per code, plus accepted models (a fixed-batch one included). The latency
 factor is pinned for all but the calibration test (tests/unit/test_validator_isolation.py).
 """
@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from mfr.cli.main import cli
-from services.validator.corpus import CASES, Case, write_case
-from services.validator.report import ERROR_CODES
+from cli.main import cli
+from mfr.onnxzoo.corpus import CASES, Case, write_case
+from mfr.modelcheck.report import ERROR_CODES
 
 REPORT_KEYS = ["ok", "errors", "warnings", "feature_dim", "model_size_mb", "latency_ms",
                "latency_limit_ms", "input_mean", "input_std"]
@@ -103,7 +103,7 @@ def test_messages_say_what_was_found_and_the_limit(corpus_dir: Path, tmp_path: P
 
 def test_the_command_line_contract(corpus_dir: Path, tmp_path: Path):
     """The real console script: JSON alone on stdout, exit 0 / 1 / 2, usage errors as error[code]."""
-    mfr = [sys.executable, "-m", "mfr.cli.main"]
+    mfr = [sys.executable, "-m", "cli.main"]
     env = {**os.environ, "MFR_CACHE_DIR": str(tmp_path), "MFR_LATENCY_FACTOR": "1000"}
 
     def run(*args: str) -> subprocess.CompletedProcess:

@@ -22,8 +22,8 @@ from mfr.onnxzoo import (
 )
 from services.validator import rules
 from services.validator.batch_analysis import find_implicit_batch
-from services.validator.report import ValidationReport
-from services.validator.upload import ZipPolicy, check_entries, is_zip
+from mfr.modelcheck.report import ValidationReport
+from mfr.modelcheck.archive import ZipPolicy, check_entries, is_zip
 
 # --- onnxzoo ----------------------------------------------------------------------
 

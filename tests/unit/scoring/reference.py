@@ -13,7 +13,7 @@ from fractions import Fraction
 import numpy as np
 
 from mfr.challenge import Challenge, parse_challenge
-from services.scorer.canonical import canonical_scores, normalise
+from services.scorer.engine.canonical import canonical_scores, normalise
 from services.scorer.engine import ImageLabels
 
 

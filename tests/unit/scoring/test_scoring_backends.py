@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.scorer.backends import select_backend
-from services.scorer.backends.cpu import CpuBackend
-from services.scorer.canonical import normalise
+from services.scorer.engine.backends import select_backend
+from services.scorer.engine.backends.cpu import CpuBackend
+from services.scorer.engine.canonical import normalise
 from services.scorer.engine import score
-from services.scorer.floors import FloorSettings
+from services.scorer.engine.floors import FloorSettings
 
 from .reference import MR_PROTOCOLS, brute_force, make_challenge, mr_like
 
@@ -21,7 +21,7 @@ SAMPLED = FloorSettings(expected_min=8, sample_min=2_000, sample_hits=8)
 
 @pytest.fixture(params=DEVICES)
 def torch_backend(request):
-    from services.scorer.backends.gpu import TorchBackend
+    from services.scorer.engine.backends.gpu import TorchBackend
 
     return TorchBackend(request.param)
 

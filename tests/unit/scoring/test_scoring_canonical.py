@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from services.scorer.canonical import (
+from services.scorer.engine.canonical import (
     canonical_scores,
     fast_score_margin,
     normalise,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from mfr.cli.main import cli
+from cli.main import cli
 from mfr.manifest import Manifest, write_manifest
 from services.scorer.engine import ImageLabels
 

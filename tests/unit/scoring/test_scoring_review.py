@@ -11,15 +11,15 @@ import pytest
 
 from mfr.errors import Conflict
 from services.scorer import plan as plan_module
-from services.scorer.backends import candidate_filter
-from services.scorer.backends.cpu import CpuBackend
-from services.scorer.canonical import canonical_scores, normalise
+from services.scorer.engine.backends import candidate_filter
+from services.scorer.engine.backends.cpu import CpuBackend
+from services.scorer.engine.canonical import canonical_scores, normalise
 from services.scorer.engine import ImageLabels, make_plan, merge, run_rounds, score, score_tile
-from services.scorer.floors import FloorSettings
-from services.scorer.genuine import genuine_layout, genuine_pairs
-from services.scorer.plan import ScoringPlan
-from services.scorer.tiles import GENUINE, IMPOSTOR, Tile, TilePartial
-from services.scorer.universes import Universe, count_pairs
+from services.scorer.engine.floors import FloorSettings
+from services.scorer.engine.genuine import genuine_layout, genuine_pairs
+from services.scorer.engine.plan import ScoringPlan
+from services.scorer.engine.tiles import GENUINE, IMPOSTOR, Tile, TilePartial
+from services.scorer.engine.universes import Universe, count_pairs
 
 from .reference import MR_PROTOCOLS, brute_force, make_challenge, mr_like
 

@@ -1,0 +1,134 @@
+"""``mfr score``: exact TAR@FAR of a feature matrix, offline (DESIGN.md section 7).
+
+    mfr score --challenge C.toml --manifest M.csv --features F.npy [--json] [--roc]
+
+``--json`` prints the contract document and nothing else on stdout;
+``--roc`` adds a top-level ``"roc"`` key (TAR at FAR 1e-1 ... target, each
+marked exact or estimated). Without ``--json`` a table is printed. A progress
+bar goes to stderr when stderr is a terminal. Expected failures print
+``error[code]: message`` on stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from cli.errors import reports_errors
+from mfr.errors import InvalidInput
+
+
+def _load_features(path: str):
+    import numpy as np
+
+    try:
+        # mmap: the matrix is read once by normalisation, never copied whole.
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except OSError as exc:
+        raise InvalidInput(f"cannot read features {path}: {exc.strerror or exc}",
+                           code="features_invalid") from None
+    except ValueError as exc:
+        raise InvalidInput(f"features {path} is not a .npy array: {exc}",
+                           code="features_invalid") from None
+
+
+@click.command("score")
+@click.option("--challenge", "challenge_path", type=click.Path(dir_okay=False), default=None,
+              help="Challenge TOML (default: the built-in ICCV21-MFR challenge).")
+@click.option("--manifest", "manifest_path", required=True, type=click.Path(dir_okay=False),
+              help="Test-set manifest CSV (path,identity,tags), row = image index.")
+@click.option("--features", "features_path", required=True, type=click.Path(dir_okay=False),
+              help="float32 [N, D] .npy, row i = manifest row i.")
+@click.option("--protocol", "protocols", multiple=True,
+              help="Score only this protocol (repeatable; default: all).")
+@click.option("--backend", type=click.Choice(["auto", "cpu", "gpu"]), default=None,
+              help="Compute backend (default: MFR_SCORER_BACKEND, else auto).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+@click.option("--roc", is_flag=True, help="Also report TAR at FAR 1e-1, 1e-2, ... the target.")
+@reports_errors
+def score(challenge_path, manifest_path, features_path, protocols, backend, as_json, roc):
+    """Score features offline: exact TAR@FAR for every protocol."""
+    from mfr.challenge import load_challenge
+    from mfr.manifest import read_manifest
+    from services.scorer.engine import ImageLabels
+    from services.scorer.engine import score as run_score
+    from services.scorer.engine.universes import select_protocols
+
+    challenge = load_challenge(challenge_path)
+    chosen = select_protocols(challenge, list(protocols))
+    manifest = read_manifest(manifest_path)
+    features = _load_features(features_path)
+    wanted_tags = {t for p in chosen for t in (p.tag, p.probe, p.gallery) if t}
+    labels = ImageLabels.from_manifest(manifest, wanted_tags)
+    with _progress_bar() as progress:
+        report = run_score(features, labels, challenge, protocols=[p.id for p in chosen],
+                           backend=backend, progress=progress)
+    if as_json:
+        click.echo(json.dumps(report.to_json(roc=roc)))
+    else:
+        _print_table(report, roc)
+
+
+class _progress_bar:
+    """A rich progress bar on stderr when it is a terminal, else nothing."""
+
+    def __enter__(self):
+        if not sys.stderr.isatty():
+            return None
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._bar = Progress(TextColumn("scoring, round {task.fields[round]}"), BarColumn(),
+                             TextColumn("{task.percentage:>5.1f}%"), TimeRemainingColumn(),
+                             console=Console(stderr=True), transient=True)
+        self._bar.start()
+        self._task = self._bar.add_task("score", total=None, round=1)
+        return self._advance
+
+    def _advance(self, done: int, total: int, round_number: int) -> None:
+        self._bar.update(self._task, completed=done, total=total, round=round_number)
+
+    def __exit__(self, *exc_info) -> None:
+        if hasattr(self, "_bar"):
+            self._bar.stop()
+
+
+def _percent(value) -> str:
+    return f"{100 * float(value):.3f}"
+
+
+def _threshold(value: float) -> str:
+    return "-inf" if value == float("-inf") else f"{value:.6f}"
+
+
+def _print_table(report, roc: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{report.challenge.title} (backend {report.backend})")
+    for header in ("protocol", "TAR %", "FAR", "threshold", "genuine", "accepted", "impostors",
+                   "accepted"):
+        table.add_column(header, justify="left" if header == "protocol" else "right")
+    for pid, result in report.results.items():
+        table.add_row(pid, _percent(result.tar), result.protocol.far_text,
+                      _threshold(result.threshold), f"{result.genuine:,}",
+                      f"{result.genuine_accepted:,}", f"{result.impostor:,}",
+                      f"{result.impostors_accepted:,}")
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=120)  # a pipe or file gets whole rows, not 80 columns
+    console.print(table)
+    ranking = report.ranking_score
+    if ranking is not None:
+        console.print(f"ranking score: {_percent(ranking)} %")
+    if roc:
+        curve = Table(title="ROC points (estimated: from the impostor sample)")
+        for header in ("protocol", "FAR", "TAR %", "threshold", "exact"):
+            curve.add_column(header, justify="left" if header == "protocol" else "right")
+        for pid, result in report.results.items():
+            for point in result.roc:
+                curve.add_row(pid, f"{float(point.far):g}", _percent(point.tar),
+                              _threshold(point.threshold), "yes" if point.exact else "estimated")
+        console.print(curve)

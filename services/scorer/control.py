@@ -1,0 +1,84 @@
+"""The scorer API's domain: submit, read, watch and cancel scoring jobs (no gRPC here).
+
+Submitting records the job and enqueues its plan task in one transaction and
+returns at once; everything heavy (downloads, planning, tiles, merges) runs
+on the workers. Watching polls PostgreSQL: the tables are the truth, and a
+watcher reconnecting to another scorer replica sees the same job.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator
+
+from psycopg_pool import ConnectionPool
+
+from mfr.errors import InvalidInput
+from mfr.logs import get_logger
+from services.scorer.inputs import job_challenge
+from services.scorer.jobs import TERMINAL, JobBook, JobRequest, JobView
+from services.scorer.queue import Deferrer
+
+log = get_logger("services.scorer.control")
+
+JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# A watcher hears from us at least this often, even when nothing changed (ETA moves).
+WATCH_HEARTBEAT_S = 5.0
+
+
+class ScoringService:
+    def __init__(self, pool: ConnectionPool, book: JobBook, deferrer: Deferrer,
+                 features_bucket: str, watch_poll_s: float = 0.5) -> None:
+        self.pool = pool
+        self.book = book
+        self.deferrer = deferrer
+        self.features_bucket = features_bucket
+        self.watch_poll_s = watch_poll_s
+
+    def submit(self, request: JobRequest) -> JobView:
+        """Create the job (idempotent per job id) and enqueue its planning."""
+        if not JOB_ID.match(request.job_id):
+            raise InvalidInput("job_id must be 1-128 characters of A-Z a-z 0-9 . _ - "
+                               "starting with a letter or digit", code="job_id_invalid")
+        if not request.features_key:
+            raise InvalidInput("features.key is required", code="features_invalid")
+        if not request.testset_id:
+            raise InvalidInput("testset_id is required", code="testset_invalid")
+        if not request.features_bucket:
+            request = JobRequest(**{**request.__dict__, "features_bucket": self.features_bucket})
+        job_challenge({"id": request.job_id, "challenge_toml": request.challenge_toml})
+        with self.pool.connection() as conn, conn.transaction():
+            if self.book.create(conn, request):
+                self.book.set_plan_task(conn, request.job_id,
+                                        self.deferrer.plan(conn, request.job_id))
+                log.info("job submitted", job_id=request.job_id, testset_id=request.testset_id)
+        return self.book.view(request.job_id)
+
+    def get(self, job_id: str) -> JobView:
+        return self.book.view(job_id)
+
+    def cancel(self, job_id: str) -> JobView:
+        """Cancel an active job: waiting tasks are dropped, running ones notice and stop.
+        Cancelling an ended job changes nothing."""
+        with self.pool.connection() as conn, conn.transaction():
+            self.book.job(job_id, conn, for_update=True)
+            pending = self.book.stop(conn, job_id, "cancelled")
+            if pending is not None:
+                dropped = self.deferrer.cancel(conn, pending)
+                log.info("job cancelled", job_id=job_id, tasks_dropped=dropped)
+        return self.book.view(job_id)
+
+    def watch(self, job_id: str, still_wanted: Callable[[], bool]) -> Iterator[JobView]:
+        """The job now, then on every change (and every few seconds), until it ends."""
+        last_seen = None
+        last_sent = 0.0
+        while still_wanted():
+            view = self.book.view(job_id)
+            seen = (view.state, view.stage, view.tiles_done, view.tiles_total)
+            if seen != last_seen or time.monotonic() - last_sent >= WATCH_HEARTBEAT_S:
+                yield view
+                last_seen, last_sent = seen, time.monotonic()
+            if view.state in TERMINAL:
+                return
+            time.sleep(self.watch_poll_s)

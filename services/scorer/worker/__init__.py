@@ -1,0 +1,1 @@
+"""The scorer worker process: plan, tile and merge tasks from the queue."""
