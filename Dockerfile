@@ -21,6 +21,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 RUN python -m venv /opt/venv
 WORKDIR /src
 COPY . .
+# Not `.[local]`: the embedded PostgreSQL and S3 servers are for one machine only.
 RUN pip install ".[cpu]" \
  # The root filesystem is read-only at run time: compile now, not on import.
  && python -m compileall -q /opt/venv \

@@ -15,7 +15,7 @@ $(BIN)/python:
 
 # Re-install only when the dependencies change.
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[cpu,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[cpu,local,dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -26,10 +26,12 @@ up: $(STAMP)
 
 test: $(STAMP)
 	bash scripts/test-prereqs.sh
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 
 protos: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py

@@ -53,7 +53,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.synthetic import MR_CHALLENGE_TOML, RACES, mr_dataset
+from bench.synthetic import MR_CHALLENGE_TOML, RACES, add_size_options, mr_dataset
 
 MR_ALL_IMAGES = 1_624_305
 SERVICE_TILE_SIZE = 16384
@@ -126,8 +126,8 @@ def store_inputs(platform_: Platform, count: int, dim: int) -> tuple[str, object
 
 
 def start_workers(platform_: Platform, count: int, tile_size: int) -> list[subprocess.Popen]:
-    from mfr.rpc.client import wait_serving
     from cli.stack.ports import free_port
+    from mfr.rpc.client import wait_serving
 
     workers, ports = [], []
     for index in range(count):
@@ -244,10 +244,8 @@ def tile_times(count: int, dim: int, sizes: list[int], backend_name: str) -> dic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=49_152)
-    parser.add_argument("--dim", type=int, default=512)
+    add_size_options(parser, 49_152)
     parser.add_argument("--tile-size", type=int, default=4096)
-    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quiet-load", type=float, default=1.0,
                         help="before each pair, wait for a 1-minute load average below this")
     parser.add_argument("--quiet-wait-s", type=float, default=120.0,
@@ -267,14 +265,14 @@ def main() -> None:
         return
 
     from mfr.logs import configure_logging
+    from services.scorer.control import JobControl
     from services.scorer.jobs import JobBook
     from services.scorer.queue import Deferrer
-    from services.scorer.control import ScoringService
 
     configure_logging("console", "WARNING")  # stderr: stdout is the JSON document alone
     with tempfile.TemporaryDirectory(prefix="mfr-bench-dist-") as tmp, \
             Platform(Path(tmp)) as platform_:
-        service = ScoringService(platform_.pool, JobBook(platform_.pool),
+        service = JobControl(platform_.pool, JobBook(platform_.pool),
                                  Deferrer(platform_.pool), platform_.store.buckets.features)
         testset_id, features = store_inputs(platform_, args.count, args.dim)
         runs = {1: [], 2: []}

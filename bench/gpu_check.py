@@ -115,26 +115,11 @@ def full_mr_all(torch, device: str, count: int, dim: int):
             identity_race[identity].cpu().numpy().astype(np.int64))
 
 
-def main() -> None:
-    import torch
-
-    from mfr.challenge import parse_challenge
-    from services.scorer.engine.backends.cpu import CpuBackend
-    from services.scorer.engine.backends.gpu import TorchBackend
-    from services.scorer.engine.canonical import normalise
+def check_moderate(device: str, mr_count: int, dim: int, out: dict) -> None:
+    """1. CPU and GPU print the same document."""
     from services.scorer.engine import ImageLabels, score
+    from services.scorer.engine.backends.gpu import TorchBackend
 
-    # GPU_CHECK_DEVICE=cpu GPU_CHECK_MODERATE=2000 GPU_CHECK_FULL=20000: a dry run
-    # of this script on torch's CPU device, to catch mistakes before a lease.
-    device = os.environ.get("GPU_CHECK_DEVICE", "cuda")
-    mr_count = int(os.environ.get("GPU_CHECK_MODERATE", "60000"))
-    count = int(os.environ.get("GPU_CHECK_FULL", str(MR_ALL)))
-    dim = 512
-    name = torch.cuda.get_device_name(0) if device == "cuda" else "torch cpu (dry run)"
-    out = {"device": name, "torch": torch.__version__, "cpus": os.cpu_count()}
-    log(f"device {out['device']}, torch {out['torch']}, {out['cpus']} cpus")
-
-    # 1. CPU and GPU print the same document.
     paths = moderate_test_set(Path("/tmp/mfr-gpu-check"), mr_count, dim)
     if device == "cuda":
         gpu_doc, gpu_s = cli_json(paths, "gpu")
@@ -152,7 +137,13 @@ def main() -> None:
                        "gpu_s": round(gpu_s, 2), "document": json.loads(gpu_doc)}
     log(f"moderate: identical JSON {gpu_doc == cpu_doc} (cpu {cpu_s:.1f} s, gpu {gpu_s:.1f} s)")
 
-    # 2. Canonical bits on random pairs.
+
+def check_canonical(device: str, dim: int, out: dict) -> None:
+    """2. Canonical bits on random pairs."""
+    from services.scorer.engine.backends.cpu import CpuBackend
+    from services.scorer.engine.backends.gpu import TorchBackend
+    from services.scorer.engine.canonical import normalise
+
     rng = np.random.default_rng(5)
     emb = normalise(rng.standard_normal((50_000, dim)).astype(np.float32))
     first, second = rng.integers(0, 50_000, 300_000), rng.integers(0, 50_000, 300_000)
@@ -162,7 +153,13 @@ def main() -> None:
     out["canonical_bit_identical"] = bool(same)
     log(f"canonical scores bit-identical on 300,000 pairs: {same}")
 
-    # 3. Full MR-All size.
+
+def check_full(torch, device: str, count: int, dim: int, out: dict) -> None:
+    """3. Full MR-All size."""
+    from mfr.challenge import parse_challenge
+    from services.scorer.engine import ImageLabels, score
+    from services.scorer.engine.backends.gpu import TorchBackend
+
     out["sgemm_tflops_16384"] = sgemm_rate(torch, device, 16384, dim, 16384) / 1e12
     out["sgemm_tflops_4096"] = sgemm_rate(torch, device, 4096, dim, 4096) / 1e12
     log(f"float32 GEMM (TF32 off): {out['sgemm_tflops_16384']:.2f} TFLOP/s at 16384, "
@@ -198,17 +195,40 @@ def main() -> None:
                             "candidates": r.candidates, "rounds": r.rounds}
                       for pid, r in report.results.items()},
     }
-    m = out["mr_all"]
+
+
+def print_table(out: dict) -> None:
+    m, moderate = out["mr_all"], out["moderate"]
     print("\n| check | result |\n|---|---|")
     print(f"| device | {out['device']} |")
-    print(f"| moderate ({out['moderate']['images']:,} images): CPU and GPU JSON identical | "
-          f"{out['moderate']['identical_json']} (cpu {cpu_s:.1f} s, gpu {gpu_s:.1f} s) |")
-    print(f"| canonical score bit-identical (300k pairs) | {same} |")
-    print(f"| MR-All {count:,} x {dim}, 5 protocols | {m['seconds']} s, rounds {m['rounds']} |")
-    print(f"| pairs/s | {rate:.3e} |")
+    print(f"| moderate ({moderate['images']:,} images): CPU and GPU JSON identical | "
+          f"{moderate['identical_json']} (cpu {moderate['cpu_s']:.1f} s, "
+          f"gpu {moderate['gpu_s']:.1f} s) |")
+    print(f"| canonical score bit-identical (300k pairs) | {out['canonical_bit_identical']} |")
+    print(f"| MR-All {m['images']:,} x {m['dim']}, 5 protocols | {m['seconds']} s, "
+          f"rounds {m['rounds']} |")
+    print(f"| pairs/s | {m['pairs_per_s']:.3e} |")
     print(f"| cuBLAS SGEMM 16384x512x16384 | {out['sgemm_tflops_16384']:.1f} TFLOP/s |")
     print(f"| fraction of that roofline | {m['roofline_fraction']:.3f} |")
     print(f"| GPU peak memory | {m['gpu_peak_gib']:.1f} GiB |")
+
+
+def main() -> None:
+    import torch
+
+    # GPU_CHECK_DEVICE=cpu GPU_CHECK_MODERATE=2000 GPU_CHECK_FULL=20000: a dry run
+    # of this script on torch's CPU device, to catch mistakes before a lease.
+    device = os.environ.get("GPU_CHECK_DEVICE", "cuda")
+    mr_count = int(os.environ.get("GPU_CHECK_MODERATE", "60000"))
+    count = int(os.environ.get("GPU_CHECK_FULL", str(MR_ALL)))
+    dim = 512
+    name = torch.cuda.get_device_name(0) if device == "cuda" else "torch cpu (dry run)"
+    out = {"device": name, "torch": torch.__version__, "cpus": os.cpu_count()}
+    log(f"device {out['device']}, torch {out['torch']}, {out['cpus']} cpus")
+    check_moderate(device, mr_count, dim, out)
+    check_canonical(device, dim, out)
+    check_full(torch, device, count, dim, out)
+    print_table(out)
     print(json.dumps(out, default=float))
     if os.environ.get("OUT"):
         Path(os.environ["OUT"], "gpu_check.json").write_text(json.dumps(out, default=float,

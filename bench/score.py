@@ -36,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.synthetic import RACES, mr_dataset, write_mr_files
+from bench.synthetic import RACES, add_size_options, mr_dataset, write_mr_files
 
 MR_ALL_IMAGES = 1_624_305
 REFERENCE_SHAPE = (4096, 512, 4096)
@@ -107,10 +107,8 @@ def pairs_of(count: int) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=48_000)
-    parser.add_argument("--dim", type=int, default=512)
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="runs of the command, each between two GEMM measurements")
+    add_size_options(parser, 48_000,
+                     repeats_help="runs of the command, each between two GEMM measurements")
     parser.add_argument("--naive-count", type=int, default=16_000,
                         help="images for the naive comparison (0: skip it)")
     parser.add_argument("--naive-worker", action="store_true", help=argparse.SUPPRESS)

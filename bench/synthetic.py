@@ -70,3 +70,10 @@ def write_mr_files(directory: Path, count: int, dim: int, seed: int = 0) -> dict
     np.save(paths["features"], features)
     paths["challenge"].write_text(MR_CHALLENGE_TOML)
     return paths
+
+
+def add_size_options(parser, count: int, repeats: int = 3, repeats_help: str = "") -> None:
+    """The options every scoring benchmark takes: images, feature dimension, repetitions."""
+    parser.add_argument("--count", type=int, default=count, help="images of the synthetic MR set")
+    parser.add_argument("--dim", type=int, default=512, help="feature dimension")
+    parser.add_argument("--repeats", type=int, default=repeats, help=repeats_help or None)

@@ -80,33 +80,29 @@ def queue(ctx: click.Context, states: tuple[str, ...], track: str | None, limit:
     stdout_console().print(table)
 
 
-def _one_call(ctx: click.Context, path: str, as_json: bool, what: str) -> None:
-    with _api(ctx) as api:
-        row = api.admin("POST", path).json()
-    if as_json:
-        emit(row)
-    else:
-        click.echo(f"submission {row['id']}: {row['state']} (run {row['run']}) — {what}")
+def _submission_command(name: str, what: str, doc: str) -> click.Command:
+    """``mfr admin rerun|cancel ID``: one POST to ``/v1/admin/submissions/ID/<name>``."""
+
+    @admin.command(name=name, help=doc)
+    @click.argument("submission_id")
+    @json_option
+    @click.pass_context
+    @reports_errors
+    def command(ctx: click.Context, submission_id: str, as_json: bool) -> None:
+        with _api(ctx) as api:
+            row = api.admin("POST", f"/submissions/{submission_id}/{name}").json()
+        if as_json:
+            emit(row)
+        else:
+            click.echo(f"submission {row['id']}: {row['state']} (run {row['run']}) — {what}")
+
+    return command
 
 
-@admin.command()
-@click.argument("submission_id")
-@json_option
-@click.pass_context
-@reports_errors
-def rerun(ctx: click.Context, submission_id: str, as_json: bool) -> None:
-    """Evaluate a finished submission again, from its upload."""
-    _one_call(ctx, f"/submissions/{submission_id}/rerun", as_json, "queued again")
-
-
-@admin.command()
-@click.argument("submission_id")
-@json_option
-@click.pass_context
-@reports_errors
-def cancel(ctx: click.Context, submission_id: str, as_json: bool) -> None:
-    """Stop a submission that is still being evaluated."""
-    _one_call(ctx, f"/submissions/{submission_id}/cancel", as_json, "cancelled")
+rerun = _submission_command("rerun", "queued again",
+                            "Evaluate a finished submission again, from its upload.")
+cancel = _submission_command("cancel", "cancelled",
+                             "Stop a submission that is still being evaluated.")
 
 
 @admin.command()

@@ -8,7 +8,6 @@ Subcommands are registered by import path and imported only when invoked, so
 from __future__ import annotations
 
 import importlib
-import importlib.util
 
 import click
 
@@ -37,7 +36,7 @@ HELP: dict[str, str] = {
     "testset": "Import real test images or build a synthetic test set.",
     "embed": "Embed a test set with a model into a feature matrix.",
     "baselines": "Build baseline ONNX models of known quality.",
-    "serve": "Run one service (validator, embedder, scorer, ranker, gateway).",
+    "serve": "Run one process (a service, a queue worker, the dispatcher, the gateway).",
     "db": "Database administration (migrations).",
     "up": "Run the whole platform on this machine.",
     "demo": "Run a scaled-down challenge end to end and print the leaderboard.",
@@ -54,31 +53,20 @@ class LazyGroup(click.Group):
     """A click group whose subcommands are imported on first use."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(name for name in COMMANDS if _available(name))
+        return sorted(COMMANDS)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         target = COMMANDS.get(name)
         if target is None:
             return None
         module_name, attr = target.split(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                return None  # command not built yet
-            raise
-        return getattr(module, attr)
+        return getattr(importlib.import_module(module_name), attr)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, HELP.get(name, "")) for name in self.list_commands(ctx)]
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
-
-
-def _available(name: str) -> bool:
-    module_name = COMMANDS[name].split(":")[0]
-    return importlib.util.find_spec(module_name) is not None
 
 
 @click.group(cls=LazyGroup)

@@ -43,8 +43,8 @@ def _load_features(path: str):
               help="float32 [N, D] .npy, row i = manifest row i.")
 @click.option("--protocol", "protocols", multiple=True,
               help="Score only this protocol (repeatable; default: all).")
-@click.option("--backend", type=click.Choice(["auto", "cpu", "gpu"]), default=None,
-              help="Compute backend (default: MFR_SCORER_BACKEND, else auto).")
+@click.option("--backend", envvar="MFR_SCORER_BACKEND", default="auto", show_default=True,
+              help="Compute backend: auto, cpu or gpu (also MFR_SCORER_BACKEND).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 @click.option("--roc", is_flag=True, help="Also report TAR at FAR 1e-1, 1e-2, ... the target.")
 @reports_errors

@@ -16,7 +16,7 @@ ENTRY_POINTS = {
     "scorer-worker": "services.scorer.worker.server",
     "ranker": "services.ranker.server",
     "gateway": "gateway.server",
-    "dispatcher": "services.dispatcher.dispatcher",
+    "dispatcher": "services.dispatcher.server",
 }
 
 

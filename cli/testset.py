@@ -39,10 +39,11 @@ def _report(testset, as_json: bool, verb: str, uploaded: bool | None = None) -> 
 
 
 def _upload(testset) -> bool:
+    from mfr.settings import StorageSettings
     from mfr.storage import ObjectStore
     from mfr.testset.store import upload_testset
 
-    store = ObjectStore.from_settings()
+    store = ObjectStore.from_settings(StorageSettings())
     store.ensure_buckets()
     return upload_testset(store, testset)
 
@@ -108,40 +109,38 @@ def synth(out: Path, scale: float, seed: int, shard_size: int | None, upload: bo
     _report(result, as_json, "wrote", _upload(result) if upload else None)
 
 
-@testset.command()
-@click.argument("path", type=click.Path(file_okay=False, path_type=Path))
-@_json
-@reports_errors
-def info(path: Path, as_json: bool) -> None:
+def _on_testset(action):
+    """``mfr testset NAME PATH [--json]``: ``action(testset, as_json)`` on the opened test set."""
+
+    @testset.command(name=action.__name__, help=action.__doc__)
+    @click.argument("path", type=click.Path(file_okay=False, path_type=Path))
+    @_json
+    @reports_errors
+    def command(path: Path, as_json: bool) -> None:
+        from mfr.testset.format import TestSet
+
+        action(TestSet(path), as_json)
+
+    return command
+
+
+@_on_testset
+def info(opened, as_json: bool) -> None:
     """Describe a test set."""
-    from mfr.testset.format import TestSet
-
-    _report(TestSet(path), as_json, "test set")
+    _report(opened, as_json, "test set")
 
 
-@testset.command()
-@click.argument("path", type=click.Path(file_okay=False, path_type=Path))
-@_json
-@reports_errors
-def verify(path: Path, as_json: bool) -> None:
+@_on_testset
+def verify(opened, as_json: bool) -> None:
     """Check the manifest and every shard against the recorded hashes."""
-    from mfr.testset.format import TestSet
-
-    result = TestSet(path)
-    result.verify()
-    _report(result, as_json, "verified")
+    opened.verify()
+    _report(opened, as_json, "verified")
 
 
-@testset.command()
-@click.argument("path", type=click.Path(file_okay=False, path_type=Path))
-@_json
-@reports_errors
-def upload(path: Path, as_json: bool) -> None:
+@_on_testset
+def upload(opened, as_json: bool) -> None:
     """Upload a test set to object storage (MFR_S3_* settings)."""
-    from mfr.testset.format import TestSet
-
-    result = TestSet(path)
-    _report(result, as_json, "test set", _upload(result))
+    _report(opened, as_json, "test set", _upload(opened))
 
 
 @testset.command()

@@ -32,14 +32,14 @@ def validate(model: Path, track_id: str, challenge_path: Path | None,
     """Check MODEL (a model.zip or a .onnx) against a track's rules, as the challenge's
     checker does, plus the platform's safety rules."""
     from mfr.challenge import load_challenge
-    from services.validator.config import ValidatorSettings
+    from services.validator.config import ModelCheckSettings
     from services.validator.validator import Validator
 
     if not model.is_file() or not os.access(model, os.R_OK):
         raise InvalidInput(f"cannot read {model}: not a readable file", code="model_unreadable")
     challenge = load_challenge(challenge_path)
     track = challenge.track(track_id)
-    settings = ValidatorSettings()
+    settings = ModelCheckSettings()
     if latency_factor is not None and latency_factor <= 0:
         raise InvalidInput(f"--latency-factor must be positive, got {latency_factor}",
                            code="invalid_latency_factor")

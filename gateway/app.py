@@ -17,9 +17,9 @@ from psycopg_pool import ConnectionPool
 
 from gateway import errors
 from gateway.api import admin, participants, public, submissions
-from gateway.clock import Clock, clock_from_env
 from gateway.context import Context
 from mfr.challenge import Challenge, load_challenge
+from mfr.clock import Clock, system_clock
 from mfr.db.pool import ping
 from mfr.storage import ObjectStore
 
@@ -40,7 +40,7 @@ def create_app(pool: ConnectionPool, store: ObjectStore | None = None,
                admin_token: str = "") -> FastAPI:
     app = FastAPI(title="MFR gateway", version="1", description=DESCRIPTION)
     challenge = challenge or load_challenge()
-    app.state.context = Context.build(pool, store, challenge, clock or clock_from_env(),
+    app.state.context = Context.build(pool, store, challenge, clock or system_clock,
                                       admin_token)
     errors.install(app)
     for module in (participants, submissions, public, admin):

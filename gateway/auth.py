@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -18,22 +17,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from gateway.context import Context
 from gateway.errors import Unauthorized
 from mfr.errors import PermissionDenied
+from mfr.records import participants
+from mfr.records.participants import Participant
 
 TOKEN_PREFIX = "mfr_"
 bearer = HTTPBearer(auto_error=False, description="The token `mfr signup` printed once.")
-
-
-@dataclass(frozen=True)
-class Participant:
-    id: str
-    name: str
-    organisation: str
-    hide_organisation: bool
-    baseline: bool
-
-    def to_json(self) -> dict:
-        return {"id": self.id, "name": self.name, "organisation": self.organisation,
-                "hide_organisation": self.hide_organisation, "baseline": self.baseline}
 
 
 def new_token() -> str:
@@ -52,21 +40,10 @@ Ctx = Annotated[Context, Depends(context)]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
-def _lookup(ctx: Context, token: str) -> Participant | None:
-    with ctx.pool.connection() as conn:
-        row = conn.execute(
-            "SELECT id::text AS id, name, organisation, hide_organisation, is_baseline"
-            " FROM participants WHERE token_hash = %s", (token_hash(token),)).fetchone()
-    if row is None:
-        return None
-    return Participant(row["id"], row["name"], row["organisation"], row["hide_organisation"],
-                       row["is_baseline"])
-
-
 def optional_participant(credentials: Credentials, ctx: Ctx) -> Participant | None:
     if credentials is None:
         return None
-    participant = _lookup(ctx, credentials.credentials)
+    participant = participants.by_token_hash(ctx.pool, token_hash(credentials.credentials))
     if participant is None:
         raise Unauthorized("unknown token; sign up with `mfr signup` or check MFR_TOKEN")
     return participant

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 from psycopg_pool import ConnectionPool
 
-from gateway.clock import Clock
 from mfr.challenge import Challenge
-from mfr.storage import ObjectStore
-from mfr.ranking.board import Leaderboards
+from mfr.clock import Clock
+from mfr.records.boards import Leaderboards
 from mfr.records.results import Results
+from mfr.storage import ObjectStore
 
 
 @dataclass

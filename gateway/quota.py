@@ -18,6 +18,7 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from gateway.errors import HttpError, WindowClosed
 from mfr.challenge import Challenge
+from mfr.records import participants, submissions
 
 
 @dataclass(frozen=True)
@@ -46,17 +47,10 @@ def resets_at(challenge: Challenge, now: datetime) -> datetime:
     return datetime.combine(tomorrow, time(0), tzinfo=challenge.tz).astimezone(UTC)
 
 
-def used_today(conn, challenge: Challenge, participant_id: str, day: date) -> int:
-    return conn.execute(
-        "SELECT count(*) AS n FROM submissions WHERE participant_id = %s AND challenge_id = %s"
-        " AND quota_day = %s AND state <> 'rejected'",
-        (participant_id, challenge.id, day)).fetchone()["n"]
-
-
 def quota(conn, challenge: Challenge, participant_id: str, now: datetime) -> Quota:
     day = quota_day(challenge, now)
-    return Quota(challenge.daily_submission_limit, used_today(conn, challenge, participant_id, day),
-                 day, resets_at(challenge, now))
+    used = submissions.count_for_day(conn, challenge.id, participant_id, day)
+    return Quota(challenge.daily_submission_limit, used, day, resets_at(challenge, now))
 
 
 def exceeded(q: Quota, now: datetime) -> HttpError:
@@ -79,7 +73,7 @@ def check(conn, challenge: Challenge, participant_id: str, now: datetime) -> Quo
 
 def reserve(conn, challenge: Challenge, participant_id: str, now: datetime) -> Quota:
     """Inside the inserting transaction: lock the participant, then count (see module doc)."""
-    conn.execute("SELECT 1 FROM participants WHERE id = %s FOR UPDATE", (participant_id,))
+    participants.lock(conn, participant_id)
     return check(conn, challenge, participant_id, now)
 
 

@@ -1,42 +1,52 @@
-"""Wiring of the gateway: settings, database pool, object store, challenge, uvicorn."""
+"""Wiring of the gateway: settings, database pool, object store, challenge, uvicorn.
+
+The same start-up shape as every process (``mfr.rpc.process``): uvicorn runs as
+the process's background part, without a gRPC port; health is HTTP
+(``/healthz``), and SIGTERM lets requests in flight finish within the grace.
+"""
 
 from __future__ import annotations
 
+import threading
+
 import uvicorn
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from gateway.app import create_app
+from gateway.config import GatewaySettings
+from mfr.challenge import load_challenge
 from mfr.db.pool import pool_from_settings
-from mfr.logs import configure_logging
-from mfr.settings import GATEWAY_PORT
+from mfr.rpc.process import Process, serve
+from mfr.storage import ObjectStore
 
 
-class GatewaySettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MFR_", extra="ignore")
+class HttpServer:
+    """uvicorn on a thread of its own (it installs no signal handlers off the main thread)."""
 
-    host: str = "127.0.0.1"
-    gateway_port: int = GATEWAY_PORT
-    log_format: str = "json"
-    log_level: str = "INFO"
-    shutdown_grace_s: float = 30.0
-    # No default, and not empty: a gateway without an organisers' token does not start.
-    admin_token: SecretStr = Field(min_length=16)
+    def __init__(self, app, settings: GatewaySettings) -> None:
+        config = uvicorn.Config(app, host=settings.host, port=settings.gateway_port,
+                                log_config=None,
+                                timeout_graceful_shutdown=int(settings.shutdown_grace_s))
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self, grace: float) -> None:
+        self.server.should_exit = True
+        self.thread.join(grace + 5)
+
+    def alive(self) -> bool:
+        return self.thread.is_alive()
+
+
+def build(settings: GatewaySettings) -> Process:
+    pool = pool_from_settings(settings, name="gateway")
+    pool.open(wait=False)
+    app = create_app(pool, ObjectStore.from_settings(settings), load_challenge(settings.challenge),
+                     clock=settings.clock(), admin_token=settings.admin_token.get_secret_value())
+    return Process(background=[HttpServer(app, settings)], on_stop=pool.close, grpc=False)
 
 
 def main() -> None:
-    from gateway.app import create_app
-    from mfr.storage import ObjectStore
-    from services.ranker.serving import serving_challenge
-
-    settings = GatewaySettings()
-    configure_logging(settings.log_format, settings.log_level, service="gateway")
-    challenge, _ = serving_challenge()
-    store = ObjectStore.from_settings()
-    pool = pool_from_settings(name="gateway")
-    pool.open(wait=False)
-    try:
-        app = create_app(pool, store, challenge, admin_token=settings.admin_token.get_secret_value())
-        uvicorn.run(app, host=settings.host, port=settings.gateway_port, log_config=None,
-                    timeout_graceful_shutdown=int(settings.shutdown_grace_s))
-    finally:
-        pool.close()
+    serve("gateway", GatewaySettings, build)

@@ -142,6 +142,81 @@ class ReceivedForm:
     stored: StoredObject | None = None
 
 
+class _FormReader:
+    """The multipart parser's callbacks: small fields are kept, the file part is counted,
+    its head and tail kept, and its bytes handed on through ``outgoing``."""
+
+    def __init__(self, form: ReceivedForm) -> None:
+        self.form = form
+        self.outgoing = bytearray()
+        self.name: str | None = None
+        self.is_file = False
+        self.buffer = bytearray()
+        self.headers: dict[bytes, bytes] = {}
+        self.header_field = bytearray()
+        self.header_value = bytearray()
+        self.form_bytes = 0
+
+    def callbacks(self) -> dict:
+        return {"on_header_field": self.on_header_field, "on_header_value": self.on_header_value,
+                "on_header_end": self.on_header_end,
+                "on_headers_finished": self.on_headers_finished,
+                "on_part_data": self.on_part_data, "on_part_end": self.on_part_end}
+
+    def count_form_bytes(self, n: int) -> None:
+        # Everything but the file's bytes (part headers, small fields), over all parts: without
+        # it a body with no Content-Length could grow memory without bound, field by field.
+        self.form_bytes += n
+        if self.form_bytes > FORM_OVERHEAD:
+            raise InvalidInput("the form's fields and part headers are too long",
+                               code="form_invalid")
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self.count_form_bytes(end - start)
+        self.header_field += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self.count_form_bytes(end - start)
+        self.header_value += data[start:end]
+
+    def on_header_end(self) -> None:
+        self.headers[bytes(self.header_field).lower()] = bytes(self.header_value)
+        self.header_field = bytearray()
+        self.header_value = bytearray()
+
+    def on_headers_finished(self) -> None:
+        _, disposition = parse_options_header(self.headers.get(b"content-disposition", b""))
+        self.name = disposition.get(b"name", b"").decode("utf-8", "replace")
+        self.is_file = self.name == "file"
+        if self.is_file:
+            if self.form.filename is not None:
+                raise InvalidInput("the form has more than one part named 'file'",
+                                   code="form_invalid")
+            self.form.filename = disposition.get(b"filename", b"").decode("utf-8", "replace")
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        piece = data[start:end]
+        form = self.form
+        if self.is_file:
+            if len(form.head) < 4:
+                form.head += piece[:4 - len(form.head)]
+            form.size += len(piece)
+            form.tail += piece
+            if len(form.tail) > TAIL_BYTES:
+                del form.tail[:len(form.tail) - TAIL_BYTES]
+            self.outgoing.extend(piece)
+        else:
+            self.count_form_bytes(len(piece))
+            self.buffer += piece
+            if len(self.buffer) > FORM_OVERHEAD:
+                raise InvalidInput(f"form field {self.name!r} is too long", code="form_invalid")
+
+    def on_part_end(self) -> None:
+        if not self.is_file and self.name:
+            self.form.fields[self.name] = bytes(self.buffer).decode("utf-8", "replace").strip()
+        self.name, self.is_file, self.buffer, self.headers = None, False, bytearray(), {}
+
+
 async def receive_upload(body: AsyncIterator[bytes], content_type: str, sink_for,
                          cap_for) -> ReceivedForm:
     """Parse a multipart body; stream the part named ``file`` into ``sink_for()``.
@@ -155,67 +230,9 @@ async def receive_upload(body: AsyncIterator[bytes], content_type: str, sink_for
         raise InvalidInput("send multipart/form-data with the fields track and file",
                            code="not_multipart")
     form = ReceivedForm()
-    state = {"name": None, "is_file": False, "buffer": bytearray(), "headers": {},
-             "header_field": bytearray(), "header_value": bytearray(), "form_bytes": 0}
-    outgoing = bytearray()
-
-    def count_form_bytes(n: int) -> None:
-        # Everything but the file's bytes (part headers, small fields), over all parts: without
-        # it a body with no Content-Length could grow memory without bound, field by field.
-        state["form_bytes"] += n
-        if state["form_bytes"] > FORM_OVERHEAD:
-            raise InvalidInput("the form's fields and part headers are too long",
-                               code="form_invalid")
-
-    def on_header_field(data: bytes, start: int, end: int) -> None:
-        count_form_bytes(end - start)
-        state["header_field"] += data[start:end]
-
-    def on_header_value(data: bytes, start: int, end: int) -> None:
-        count_form_bytes(end - start)
-        state["header_value"] += data[start:end]
-
-    def on_header_end() -> None:
-        state["headers"][bytes(state["header_field"]).lower()] = bytes(state["header_value"])
-        state["header_field"] = bytearray()
-        state["header_value"] = bytearray()
-
-    def on_headers_finished() -> None:
-        _, disposition = parse_options_header(state["headers"].get(b"content-disposition", b""))
-        state["name"] = disposition.get(b"name", b"").decode("utf-8", "replace")
-        state["is_file"] = state["name"] == "file"
-        if state["is_file"]:
-            if form.filename is not None:
-                raise InvalidInput("the form has more than one part named 'file'",
-                                   code="form_invalid")
-            form.filename = disposition.get(b"filename", b"").decode("utf-8", "replace")
-
-    def on_part_data(data: bytes, start: int, end: int) -> None:
-        piece = data[start:end]
-        if state["is_file"]:
-            if len(form.head) < 4:
-                form.head += piece[:4 - len(form.head)]
-            form.size += len(piece)
-            form.tail += piece
-            if len(form.tail) > TAIL_BYTES:
-                del form.tail[:len(form.tail) - TAIL_BYTES]
-            outgoing.extend(piece)
-        else:
-            count_form_bytes(len(piece))
-            state["buffer"] += piece
-            if len(state["buffer"]) > FORM_OVERHEAD:
-                raise InvalidInput(f"form field {state['name']!r} is too long", code="form_invalid")
-
-    def on_part_end() -> None:
-        if not state["is_file"] and state["name"]:
-            form.fields[state["name"]] = bytes(state["buffer"]).decode("utf-8", "replace").strip()
-        state.update(name=None, is_file=False, buffer=bytearray(), headers={})
-
-    parser = MultipartParser(boundary, {
-        "on_header_field": on_header_field, "on_header_value": on_header_value,
-        "on_header_end": on_header_end, "on_headers_finished": on_headers_finished,
-        "on_part_data": on_part_data, "on_part_end": on_part_end,
-    })
+    reader = _FormReader(form)
+    parser = MultipartParser(boundary, reader.callbacks())
+    outgoing = reader.outgoing
     sink: S3Sink | None = None
     try:
         async for chunk in body:
@@ -284,8 +301,8 @@ class _TailFile(io.RawIOBase):
 
 def zip_findings(form: ReceivedForm, max_model_bytes: int) -> list[dict]:
     """The validator's zip rules on the archive's entries; [] when the zip looks acceptable."""
-    from mfr.modelcheck.report import ValidationReport
     from mfr.modelcheck.archive import ZIP_MAGIC, ZipPolicy, check_entries
+    from mfr.modelcheck.report import ValidationReport
 
     report = ValidationReport()
     if form.head[:4] not in ZIP_MAGIC:

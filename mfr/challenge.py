@@ -189,8 +189,9 @@ def parse_challenge(data: dict, source: str = "") -> Challenge:
     return challenge
 
 
-def load_challenge(path: str | Path | None = None) -> Challenge:
-    """Read a challenge TOML; without a path, the built-in ICCV21-MFR challenge."""
+def served_challenge(path: str | Path | None = None) -> tuple[Challenge, str]:
+    """The challenge and its TOML text (the validator and the scorer get the text over gRPC);
+    without a path, the built-in ICCV21-MFR challenge."""
     if path is None:
         text = resources.files("mfr.builtin").joinpath(BUILTIN_CHALLENGE).read_text("utf-8")
         source = f"builtin:{BUILTIN_CHALLENGE}"
@@ -198,10 +199,16 @@ def load_challenge(path: str | Path | None = None) -> Challenge:
         try:
             text = Path(path).read_text("utf-8")
         except OSError as exc:
-            raise InvalidInput(f"cannot read challenge {path}: {exc.strerror}", code="challenge_invalid") from None
+            raise InvalidInput(f"cannot read challenge {path}: {exc.strerror}",
+                               code="challenge_invalid") from None
         source = str(path)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InvalidInput(f"challenge {source}: {exc}", code="challenge_invalid") from None
-    return parse_challenge(data, source)
+    return parse_challenge(data, source), text
+
+
+def load_challenge(path: str | Path | None = None) -> Challenge:
+    """Read a challenge TOML; without a path, the built-in ICCV21-MFR challenge."""
+    return served_challenge(path)[0]

@@ -24,36 +24,46 @@ class MfrError(Exception):
 
 
 class InvalidInput(MfrError):
-    """The caller sent something malformed (INVALID_ARGUMENT)."""
+    """The caller sent something malformed: a bad id, a broken file, an unknown track.
+    gRPC INVALID_ARGUMENT, HTTP 422."""
 
     code = "invalid_input"
 
 
 class NotFound(MfrError):
-    """The named thing does not exist, or is not the caller's to see (NOT_FOUND)."""
+    """The named thing does not exist, or is not the caller's to see.
+
+    Another participant's private submission is NotFound too, never "forbidden":
+    the answer must not tell that it exists. gRPC NOT_FOUND, HTTP 404.
+    """
 
     code = "not_found"
 
 
 class Conflict(MfrError):
-    """The request clashes with the current state (FAILED_PRECONDITION)."""
+    """The request clashes with the current state (cancel a finished submission, record a
+    result for one being re-run). gRPC FAILED_PRECONDITION, HTTP 409."""
 
     code = "conflict"
 
 
 class PermissionDenied(MfrError):
-    """The caller may not do this (PERMISSION_DENIED)."""
+    """The caller may not do this. gRPC PERMISSION_DENIED, HTTP 403."""
 
     code = "permission_denied"
 
 
 class QuotaExceeded(MfrError):
-    """A limit was reached (RESOURCE_EXHAUSTED)."""
+    """A limit was reached; the message says when it resets.
+
+    gRPC RESOURCE_EXHAUSTED (which callers treat as transient), HTTP 429.
+    """
 
     code = "quota_exceeded"
 
 
 class Unavailable(MfrError):
-    """A dependency is down for now; retrying later may work (UNAVAILABLE)."""
+    """A dependency is down for now (the database, S3, a peer service); retrying later may
+    work, and the dispatcher does, with back-off. gRPC UNAVAILABLE, HTTP 503."""
 
     code = "unavailable"

@@ -1,35 +1,41 @@
-"""Typed settings from the environment (prefix ``MFR_``), one object per process.
+"""Typed settings from the environment (prefix ``MFR_``): one object per process.
 
-Secrets (database URL, S3 keys, admin token) have no defaults: a process that
-needs one and does not get it stops at start-up with a clear message.
+Each process composes the pieces it needs into one class (``RankerSettings``
+in ``services/ranker/config.py`` is ``ServiceSettings + DatabaseSettings +
+ChallengeSettings + AdminSettings``), builds it once in ``main()`` and passes
+it, or parts of it, down; nothing below ``main()`` reads the environment.
+Secrets (database URL, S3 keys, the organisers' token) have no defaults: a
+process that needs one and does not get it stops at start-up with
+``error[config_invalid]: MFR_X is not set``.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Default ports, also documented in docs/architecture.md.
 GRPC_PORTS = {"validator": 50051, "embedder": 50052, "scorer": 50053, "ranker": 50054,
-              "scorer-worker": 50055, "dispatcher": 50056}
+              "scorer-worker": 50055, "dispatcher": 50056, "embedder-worker": 50057}
 METRICS_PORTS = {"validator": 9101, "embedder": 9102, "scorer": 9103, "ranker": 9104,
-                 "scorer-worker": 9105, "dispatcher": 9106}
+                 "scorer-worker": 9105, "dispatcher": 9106, "embedder-worker": 9107}
 GATEWAY_PORT = 8000
 
 
-class _Env(BaseSettings):
+class Env(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MFR_", extra="ignore")
 
 
-class LogSettings(_Env):
+class LogSettings(Env):
     log_format: str = "json"  # "json" for services, "console" for people
     log_level: str = "INFO"
 
 
 class ServiceSettings(LogSettings):
-    """Where a gRPC service listens and how it shuts down."""
+    """Where a process listens (gRPC health and API, Prometheus) and how it shuts down."""
 
     host: str = "127.0.0.1"
     grpc_port: int = 0
@@ -38,7 +44,7 @@ class ServiceSettings(LogSettings):
     max_workers: int = 8
 
 
-class StorageSettings(_Env):
+class StorageSettings(Env):
     """Object storage (MinIO in k8s, SeaweedFS on one machine)."""
 
     s3_endpoint: str
@@ -49,13 +55,13 @@ class StorageSettings(_Env):
     bucket_prefix: str = "mfr-"
 
 
-class DatabaseSettings(_Env):
+class DatabaseSettings(Env):
     database_url: SecretStr
     db_pool_min: int = 1
     db_pool_max: int = 8
 
 
-class PeerSettings(_Env):
+class PeerSettings(Env):
     """Addresses of the other services."""
 
     validator_addr: str = f"127.0.0.1:{GRPC_PORTS['validator']}"
@@ -64,8 +70,39 @@ class PeerSettings(_Env):
     ranker_addr: str = f"127.0.0.1:{GRPC_PORTS['ranker']}"
 
 
-class CacheSettings(_Env):
+class CacheSettings(Env):
     cache_dir: Path = Path.home() / ".cache" / "mfr"
+
+
+class ChallengeSettings(Env):
+    """The challenge a stack serves: ``MFR_CHALLENGE``, a TOML path; the built-in one when unset."""
+
+    challenge: Path | None = None
+
+
+class TestSetSettings(Env):
+    """The test set a stack serves, by id (``MFR_TESTSET_ID``) or as a local folder
+    (``MFR_TESTSET``, set by ``mfr up``, which also uploads it)."""
+
+    __test__ = False  # not a pytest class, despite the name
+
+    testset: Path | None = None
+    testset_id: str = ""
+
+    def served_testset_id(self) -> str:
+        """``MFR_TESTSET_ID``, else the id in ``$MFR_TESTSET/testset.json``, else ""."""
+        if self.testset_id:
+            return self.testset_id
+        if self.testset:
+            return json.loads((self.testset / "testset.json").read_text())["id"]
+        return ""
+
+
+class AdminSettings(Env):
+    """The organisers' token. No default, and not short: a process that checks it does not
+    start without it (else every organiser call, and every recorded result, would fail)."""
+
+    admin_token: SecretStr = Field(min_length=16)
 
 
 def config_problem(exc: Exception) -> str:

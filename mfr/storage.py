@@ -42,6 +42,15 @@ class Buckets:
 
 
 @dataclass(frozen=True)
+class ObjectRef:
+    """Where an object is (or is to be written), with its sha256 when known."""
+
+    bucket: str
+    key: str
+    sha256: str = ""
+
+
+@dataclass(frozen=True)
 class StoredObject:
     bucket: str
     key: str
@@ -75,8 +84,7 @@ class ObjectStore:
         self.buckets = buckets
 
     @classmethod
-    def from_settings(cls, settings: StorageSettings | None = None) -> ObjectStore:
-        settings = settings or StorageSettings()
+    def from_settings(cls, settings: StorageSettings) -> ObjectStore:
         client = Minio(
             settings.s3_endpoint,
             access_key=settings.s3_access_key.get_secret_value(),

@@ -11,9 +11,9 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from mfr.db.migrate import migrate, schema_snapshot
 from cli.stack.ports import free_port
 from cli.stack.postgres import LocalPostgres
+from mfr.db.migrate import migrate, schema_snapshot
 
 SNAPSHOT = Path(__file__).resolve().parent.parent / "mfr" / "db" / "schema.snapshot"
 

@@ -119,4 +119,5 @@ def service_env(servers: Servers, database: Database, object_store) -> dict[str,
         "MFR_S3_SECRET_KEY": servers.s3_secret_key,
         "MFR_BUCKET_PREFIX": prefix,
         "MFR_LOG_FORMAT": "json",
+        "MFR_ADMIN_TOKEN": "organisers-token-for-tests",
     }

@@ -149,3 +149,27 @@ def make_challenge(**changes):
     from mfr.challenge import parse_challenge
 
     return parse_challenge(tomllib.loads(challenge_toml(**changes)), "test")
+
+
+def gateway_app(pool, store, now: datetime, admin_token: str):
+    """The gateway app of the built-in-like challenge at a fake ``now``, and its results'
+    writer: (app, results, clock)."""
+    from gateway.app import create_app
+    from mfr.records.boards import Leaderboards
+    from mfr.records.results import Results
+
+    challenge = make_challenge()
+    clock = FakeClock(now)
+    results = Results(pool, challenge, Leaderboards(pool, challenge, clock))
+    return create_app(pool, store, challenge, clock=clock, admin_token=admin_token), results, clock
+
+
+def add_scored(pool, results, participant_id: str, mask: tuple[int, int],
+               mr_all: tuple[int, int], minutes: int = 0) -> str:
+    """A submission made ``minutes`` after T0 and scored (Mask and MR-All as given)."""
+    from datetime import timedelta
+
+    with pool.connection() as conn:
+        sid = add_submission(conn, participant_id, created_at=T0 + timedelta(minutes=minutes))
+    results.record(sid, built_in_scores(mask, mr_all), model_size_mb=91.7, latency_ms=1.856)
+    return sid

@@ -31,11 +31,11 @@ from pathlib import Path
 
 import urllib3
 
+from cli.stack.ports import free_port
+from cli.stack.process import die_with_parent
 from mfr.cpus import usable_cpus
 from mfr.rpc.client import wait_serving
 from mfr.settings import GATEWAY_PORT, GRPC_PORTS, METRICS_PORTS
-from cli.stack.ports import free_port
-from cli.stack.process import die_with_parent
 
 # The processes of a stack, in start order; the first four are gRPC services.
 SERVICES = ("validator", "embedder", "scorer", "ranker")
@@ -242,7 +242,7 @@ class Stack:
             address = f"127.0.0.1:{ports[name]}"
             self.children.append(Child(name, [*base, name], env, ("grpc", address)))
             self.addresses[name] = f"grpc://{address}"
-        workers = self.config.scorers if _has_module("services.scorer.worker.server") else 0
+        workers = self.config.scorers
         # Share the cores: N workers each using every core would oversubscribe them.
         threads = max(1, usable_cpus() // max(1, workers))
         for index in range(workers):
@@ -254,10 +254,9 @@ class Stack:
             self.children.append(Child(f"scorer-worker-{index}", [*base, "scorer-worker"], env,
                                        ("grpc", f"127.0.0.1:{env['MFR_GRPC_PORT']}"),
                                        death_signal=signal.SIGKILL))
-        if _has_module("services.dispatcher.dispatcher"):
-            env = {"MFR_GRPC_PORT": str(free_port()), "MFR_METRICS_PORT": str(free_port())}
-            self.children.append(Child("dispatcher", [*base, "dispatcher"], env,
-                                       ("grpc", f"127.0.0.1:{env['MFR_GRPC_PORT']}")))
+        env = {"MFR_GRPC_PORT": str(free_port()), "MFR_METRICS_PORT": str(free_port())}
+        self.children.append(Child("dispatcher", [*base, "dispatcher"], env,
+                                   ("grpc", f"127.0.0.1:{env['MFR_GRPC_PORT']}")))
         gateway_url = f"http://127.0.0.1:{self.config.gateway_port}"
         self.children.append(Child("gateway", [*base, "gateway"],
                                    {"MFR_GATEWAY_PORT": str(self.config.gateway_port)},
@@ -327,12 +326,3 @@ class Stack:
         if self.postgres:
             self.postgres.stop()
         self.say("stopped")
-
-
-def _has_module(name: str) -> bool:
-    from importlib.util import find_spec
-
-    try:
-        return find_spec(name) is not None
-    except ModuleNotFoundError:
-        return False

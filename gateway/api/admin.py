@@ -5,22 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from gateway import lifecycle
 from gateway.api.participants import SignUp, create_participant
 from gateway.auth import Ctx, organiser
-from services.ranker import submissions
+from gateway.views import admin_view, submission_json
 from mfr.ranking.board import export_csv
+from mfr.records import events, lifecycle, submissions
 
 router = APIRouter(prefix="/v1/admin", tags=["organisers"], dependencies=[Depends(organiser)])
-
-
-def _admin_json(row: dict) -> dict:
-    out = submissions.to_json(row, shown=False, detail=False)
-    out.pop("public", None)
-    return {**out, "participant": row["participant"], "participant_id": row["participant_id"],
-            "baseline": row["baseline"], "attempts": row["attempts"],
-            "lease_owner": row["lease_owner"],
-            "lease_until": row["lease_until"].isoformat() if row["lease_until"] else None}
 
 
 @router.post("/participants", status_code=201, summary="Create a participant, e.g. a baseline")
@@ -34,25 +25,25 @@ def queue(ctx: Ctx, state: list[str] | None = Query(None), track: str | None = N
           limit: int = 200) -> dict:
     with ctx.pool.connection() as conn:
         rows = submissions.find(conn, None, track, state, limit)
-    return {"submissions": [_admin_json(r) for r in rows]}
+    return {"submissions": [admin_view(r) for r in rows]}
 
 
 @router.get("/submissions/{submission_id}", summary="Any submission, with its history")
 def one(submission_id: str, ctx: Ctx) -> dict:
     with ctx.pool.connection() as conn:
         row = submissions.get(conn, submission_id)
-        history = submissions.events(conn, row["id"])
-    return {**_admin_json(row), **submissions.to_json(row, False, detail=True), "events": history}
+        history = events.history(conn, row["id"])
+    return {**admin_view(row), **submission_json(row, False, detail=True), "events": history}
 
 
 @router.post("/submissions/{submission_id}/rerun", status_code=202, summary="Evaluate again")
 def rerun(submission_id: str, ctx: Ctx) -> dict:
-    return _admin_json(lifecycle.rerun(ctx.pool, submission_id))
+    return admin_view(lifecycle.rerun(ctx.pool, submission_id))
 
 
 @router.post("/submissions/{submission_id}/cancel", summary="Stop a pending submission")
 def cancel(submission_id: str, ctx: Ctx) -> dict:
-    return _admin_json(lifecycle.cancel(ctx.pool, submission_id))
+    return admin_view(lifecycle.cancel(ctx.pool, submission_id))
 
 
 @router.post("/leaderboard/{track}/freeze", summary="Record the final board of a track")

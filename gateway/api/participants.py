@@ -6,12 +6,11 @@ import unicodedata
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from psycopg import errors as pg_errors
 from pydantic import BaseModel, Field, field_validator
 
 from gateway.auth import Ctx, CurrentParticipant, new_token, token_hash
 from gateway.context import Context
-from mfr.errors import Conflict
+from mfr.records import participants
 
 router = APIRouter(prefix="/v1/participants", tags=["participants"])
 
@@ -53,16 +52,9 @@ class Created(BaseModel):
 
 def create_participant(ctx: Context, body: SignUp, baseline: bool = False) -> Created:
     token = new_token()
-    with ctx.pool.connection() as conn:
-        try:
-            row = conn.execute(
-                "INSERT INTO participants (name, organisation, hide_organisation, is_baseline,"
-                " token_hash) VALUES (%s, %s, %s, %s, %s) RETURNING id::text AS id",
-                (body.name.strip(), body.organisation.strip(), body.hide_organisation, baseline,
-                 token_hash(token))).fetchone()
-        except pg_errors.UniqueViolation:  # a 256-bit token collided: astronomically unlikely
-            raise Conflict("please retry", code="token_collision") from None
-    return Created(id=row["id"], token=token)
+    participant_id = participants.create(ctx.pool, body.name.strip(), body.organisation.strip(),
+                                         body.hide_organisation, baseline, token_hash(token))
+    return Created(id=participant_id, token=token)
 
 
 @router.post("", status_code=201, response_model=Created, summary="Sign up")
@@ -80,7 +72,5 @@ def me(who: CurrentParticipant) -> dict:
 def update_me(body: Update, who: CurrentParticipant, ctx: Ctx) -> dict:
     organisation = who.organisation if body.organisation is None else body.organisation.strip()
     hide = who.hide_organisation if body.hide_organisation is None else body.hide_organisation
-    with ctx.pool.connection() as conn:
-        conn.execute("UPDATE participants SET organisation = %s, hide_organisation = %s"
-                     " WHERE id = %s", (organisation, hide, who.id))
+    participants.set_organisation(ctx.pool, who.id, organisation, hide)
     return {**who.to_json(), "organisation": organisation, "hide_organisation": hide}

@@ -7,10 +7,9 @@ import uuid
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from psycopg.types.json import Jsonb
 
 from gateway import quota
-from gateway.auth import Ctx, CurrentParticipant, MaybeParticipant, Participant
+from gateway.auth import Ctx, CurrentParticipant, MaybeParticipant
 from gateway.context import Context
 from gateway.errors import TooLarge
 from gateway.uploads import (
@@ -23,19 +22,12 @@ from gateway.uploads import (
     rejected,
     zip_findings,
 )
+from gateway.views import public_view, submission_json
 from mfr.errors import NotFound
-from services.ranker import submissions
+from mfr.records import events, submissions
+from mfr.records.participants import Participant
 
 router = APIRouter(prefix="/v1/submissions", tags=["submissions"])
-
-
-def shown_ids(ctx: Context, tracks: set[str]) -> set[str]:
-    """Ids of the submissions the leaderboards show now (each participant's public entry)."""
-    known = {t.id for t in ctx.challenge.tracks}
-    ids: set[str] = set()
-    for track in tracks & known:
-        ids.update(e.submission_id for e in ctx.boards.board(track).entries)
-    return ids
 
 
 @router.post("", status_code=202, summary="Upload model.zip to a track",
@@ -88,30 +80,21 @@ def _precheck_quota(ctx: Context, who: Participant, now) -> None:
 
 
 def _insert(ctx: Context, who: Participant, submission_id: str, track_id: str, form, now) -> None:
-    stored = form.stored
     with ctx.pool.connection() as conn, conn.transaction():
         if who.baseline:
             day = quota.quota_day(ctx.challenge, now)
         else:
             day = quota.reserve(conn, ctx.challenge, who.id, now).day
-        conn.execute(
-            "INSERT INTO submissions (id, participant_id, challenge_id, track_id, created_at,"
-            " updated_at, quota_day, upload_bucket, upload_key, upload_sha256, upload_size)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (submission_id, who.id, ctx.challenge.id, track_id, now, now, day, stored.bucket,
-             stored.key, stored.sha256, stored.size))
-        conn.execute("INSERT INTO submission_events (submission_id, at, state, detail)"
-                     " VALUES (%s, %s, 'queued', %s)",
-                     (submission_id, now, Jsonb({"filename": form.filename, "bytes": stored.size,
-                                                 "sha256": stored.sha256})))
+        submissions.create(conn, submission_id, who.id, ctx.challenge.id, track_id, now, day,
+                           form.stored, form.filename)
 
 
 @router.get("", summary="Your submissions, newest first")
 def list_own(who: CurrentParticipant, ctx: Ctx, track: str | None = None) -> dict:
     with ctx.pool.connection() as conn:
         rows = submissions.find(conn, who.id, track, limit=1000)
-    shown = shown_ids(ctx, {r["track_id"] for r in rows})
-    return {"submissions": [submissions.to_json(r, r["id"] in shown) for r in rows]}
+    shown = ctx.boards.shown_ids({r["track_id"] for r in rows})
+    return {"submissions": [submission_json(r, r["id"] in shown) for r in rows]}
 
 
 @router.get("/{submission_id}", summary="One submission: yours, or an entry shown on a leaderboard")
@@ -119,28 +102,14 @@ def get_one(submission_id: str, who: MaybeParticipant,
             ctx: Ctx) -> dict:
     with ctx.pool.connection() as conn:
         row = submissions.get(conn, submission_id)
-        history = submissions.events(conn, row["id"])
-    shown = row["id"] in shown_ids(ctx, {row["track_id"]})
+        history = events.history(conn, row["id"])
+    shown = row["id"] in ctx.boards.shown_ids({row["track_id"]})
     if who is not None and row["participant_id"] == who.id:
-        return {**submissions.to_json(row, shown, detail=True), "events": history}
+        return {**submission_json(row, shown, detail=True), "events": history}
     if not shown:
         # Another participant's private submission: indistinguishable from a missing one.
         raise NotFound(f"no submission {submission_id!r}", code="submission_not_found")
     return public_view(row)
-
-
-def public_view(row: dict) -> dict:
-    """What anyone may see of a leaderboard entry: scores, ROC, the model's measurements."""
-    full = submissions.to_json(row, True, detail=True)
-    validation = row["validation"] or {}
-    keep = ("feature_dim", "model_size_mb", "latency_ms", "latency_limit_ms", "device",
-            "latency_factor", "input_mean", "input_std", "ok")
-    full["validation"] = {k: validation[k] for k in keep if k in validation}
-    full["participant"] = row["participant"]
-    full["baseline"] = row["baseline"]
-    for private in ("errors", "progress", "public_chosen", "run", "updated_at"):
-        full.pop(private, None)
-    return full
 
 
 @router.post("/{submission_id}/public", summary="Make it your public entry for its track (Set Public)")
@@ -149,4 +118,4 @@ def set_public(submission_id: str, who: CurrentParticipant,
     ctx.results.set_public(who.id, submission_id)
     with ctx.pool.connection() as conn:
         row = submissions.get(conn, submission_id, who.id)
-    return submissions.to_json(row, row["id"] in shown_ids(ctx, {row["track_id"]}))
+    return submission_json(row, row["id"] in ctx.boards.shown_ids({row["track_id"]}))

@@ -82,15 +82,6 @@ def fit_random(pixels: np.ndarray, rng: np.random.Generator, k: int) -> tuple[np
     return center, rng.standard_normal((pixels.shape[1], k)) / np.sqrt(pixels.shape[1])
 
 
-def fit_pca(pixels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Unsupervised: the k directions of largest variance (identity and nuisance alike)."""
-    center = pixels.mean(axis=0)
-    centred = pixels - center
-    cov = centred.T @ centred / len(pixels)
-    _, vectors = np.linalg.eigh(cov)
-    return center, vectors[:, ::-1][:, :k]
-
-
 def fit_lda(pixels: np.ndarray, labels: np.ndarray, k: int,
             regularisation: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
     """Fisher LDA: directions maximising between- over within-identity variance.

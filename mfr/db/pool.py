@@ -22,8 +22,8 @@ def make_pool(url: str, min_size: int = 1, max_size: int = 8, name: str = "mfr",
                           open=False, name=name)
 
 
-def pool_from_settings(settings: DatabaseSettings | None = None, name: str = "mfr") -> ConnectionPool:
-    settings = settings or DatabaseSettings()
+def pool_from_settings(settings: DatabaseSettings, name: str = "mfr") -> ConnectionPool:
+    """A closed pool sized by the settings; the caller opens it (``open(wait=False)``)."""
     return make_pool(settings.database_url.get_secret_value(), settings.db_pool_min,
                      settings.db_pool_max, name)
 
@@ -37,3 +37,8 @@ def ping(pool: ConnectionPool) -> bool:
 def connect(url: str, schema: str | None = None) -> psycopg.Connection:
     options = f"-c search_path={schema}" if schema else ""
     return psycopg.connect(url, row_factory=dict_row, options=options, autocommit=True)
+
+
+def row_field(name: str) -> property:
+    """A read-only attribute that reads ``self.row[name]`` (views over a fetched row)."""
+    return property(lambda self: self.row[name], doc=f"the row's {name!r}")

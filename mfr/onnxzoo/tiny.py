@@ -32,16 +32,9 @@ def tiny_trunk(g: GraphBuilder, x: str, *, width: int = 8, normalise_inside: boo
     return g.node("Flatten", [x], axis=1)
 
 
-def build_tiny_model(
-    *,
-    feature_dim: int = 128,
-    seed: int = 0,
-    width: int = 8,
-    normalise_inside: bool = False,
-    batch: int | str = "None",
-    input_name: str = "input",
-    output_name: str = "features",
-) -> onnx.ModelProto:
+def build_tiny_model(*, feature_dim: int = 128, seed: int = 0, width: int = 8,
+                     normalise_inside: bool = False, batch: int | str = "None",
+                     input_name: str = "input", output_name: str = "features") -> onnx.ModelProto:
     """``tiny_trunk`` + FC + BN: ``[batch, 3, 112, 112]`` float32 in, ``[batch, feature_dim]`` out.
 
     9 nodes (11 with ``normalise_inside``, whose ``Sub``/``Mul`` names make the

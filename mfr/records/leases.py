@@ -14,13 +14,16 @@ resumes at the recorded state, which is safe because every stage is idempotent
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from psycopg import sql
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-PENDING = ["queued", "validating", "embedding", "scoring"]
+from mfr.db.pool import row_field
+from mfr.records import events
+from mfr.records.states import PENDING
 
 _CLAIM = """
     WITH next AS (
@@ -65,19 +68,12 @@ class Claim:
     row: dict
     owner: str
     lost: threading.Event = field(default_factory=threading.Event)
-    calls: list = field(default_factory=list)  # gRPC calls in flight, cancelled when lost
+    #: Called on let_go, e.g. to cut the calls in flight for this submission.
+    on_let_go: list[Callable[[], None]] = field(default_factory=list)
 
-    @property
-    def id(self) -> str:
-        return self.row["id"]
-
-    @property
-    def state(self) -> str:
-        return self.row["state"]
-
-    @property
-    def run(self) -> int:
-        return self.row["run"]
+    id = row_field("id")
+    state = row_field("state")
+    run = row_field("run")
 
     @property
     def job_id(self) -> str:
@@ -86,8 +82,8 @@ class Claim:
 
     def let_go(self) -> None:
         self.lost.set()
-        for call in list(self.calls):
-            call.cancel()
+        for action in list(self.on_let_go):
+            action()
 
 
 class Leases:
@@ -98,7 +94,7 @@ class Leases:
 
     def claim(self) -> Claim | None:
         with self.pool.connection() as conn:
-            row = conn.execute(_CLAIM, {"pending": PENDING, "owner": self.owner,
+            row = conn.execute(_CLAIM, {"pending": list(PENDING), "owner": self.owner,
                                         "lease_s": self.lease_s}).fetchone()
         return Claim(row, self.owner) if row else None
 
@@ -107,7 +103,7 @@ class Leases:
             renewed = conn.execute(
                 "UPDATE submissions SET lease_until = now() + make_interval(secs => %s)"
                 " WHERE id = %s AND lease_owner = %s AND run = %s AND state = ANY(%s)",
-                (self.lease_s, claim.id, self.owner, claim.run, PENDING)).rowcount
+                (self.lease_s, claim.id, self.owner, claim.run, list(PENDING))).rowcount
         return bool(renewed)
 
     def advance(self, claim: Claim, state: str, detail: dict | None = None, **columns) -> None:
@@ -122,10 +118,8 @@ class Leases:
             changed = conn.execute(_GUARDED.format(sql.SQL(", ").join(sets)), params).rowcount
             if not changed:
                 raise LeaseLost(claim.id)
-            conn.execute("INSERT INTO submission_events (submission_id, state, detail)"
-                         " VALUES (%s, %s, %s)",
-                         (claim.id, state, Jsonb({"run": claim.run, "by": self.owner,
-                                                  **(detail or {})})))
+            events.add(conn, claim.id, state, {"run": claim.run, "by": self.owner,
+                                               **(detail or {})})
         claim.row = {**claim.row, **columns, "state": state}
 
     def note(self, claim: Claim, **columns) -> None:
@@ -147,11 +141,9 @@ class Leases:
                 " WHERE id = %s AND lease_owner = %s AND run = %s",
                 (retry_in_s, claim.id, self.owner, claim.run)).rowcount
             if released and reason:
-                conn.execute("INSERT INTO submission_events (submission_id, state, detail)"
-                             " VALUES (%s, %s, %s)",
-                             (claim.id, claim.state, Jsonb({"retry_in_s": round(retry_in_s, 1),
-                                                            "reason": reason,
-                                                            "attempt": claim.row["attempts"]})))
+                events.add(conn, claim.id, claim.state, {"retry_in_s": round(retry_in_s, 1),
+                                                         "reason": reason,
+                                                         "attempt": claim.row["attempts"]})
         return bool(released)
 
     def current_state(self, submission_id: str) -> str | None:

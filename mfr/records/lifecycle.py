@@ -1,8 +1,4 @@
-"""A submission's life: the states, and the organisers' re-run and cancel.
-
-    queued -> validating -> embedding -> scoring -> scored
-                  |             |           |
-                  +-> rejected  +-----------+-> failed      (any pending state) -> cancelled
+"""The organisers' re-run and cancel (the states are in :mod:`mfr.records.states`).
 
 Every change is one UPDATE guarded by the state (and run) it expects, plus a
 row in ``submission_events``, in one transaction; a dispatcher whose guarded
@@ -11,15 +7,11 @@ UPDATE finds nothing knows the submission was cancelled or re-run meanwhile.
 
 from __future__ import annotations
 
-from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from mfr.errors import Conflict
-from services.ranker import submissions
-from mfr.records.results import valid_id
-
-PENDING = ("queued", "validating", "embedding", "scoring")
-TERMINAL = ("scored", "rejected", "failed", "cancelled")
+from mfr.records import events, submissions
+from mfr.records.states import PENDING
 
 # Everything a run produced; a re-run clears it and starts from the upload.
 _RERUN = ("UPDATE submissions SET state = 'queued', run = run + 1, validation = NULL,"
@@ -30,39 +22,28 @@ _RERUN = ("UPDATE submissions SET state = 'queued', run = run + 1, validation = 
           " updated_at = now() WHERE id = %s")
 
 
-def event(conn, submission_id: str, state: str, detail: dict | None = None) -> None:
-    conn.execute("INSERT INTO submission_events (submission_id, state, detail) VALUES (%s, %s, %s)",
-                 (submission_id, state, Jsonb(detail or {})))
-
-
 def cancel(pool: ConnectionPool, submission_id: str, by: str = "organiser") -> dict:
     """Stop a pending submission; the dispatcher driving it notices and lets go."""
     with pool.connection() as conn, conn.transaction():
-        row = conn.execute("SELECT state FROM submissions WHERE id = %s FOR UPDATE",
-                           (valid_id(submission_id),)).fetchone()
-        if row is None:
-            submissions.get(conn, submission_id)  # raises NotFound
+        row = submissions.lock(conn, submission_id)
         if row["state"] not in PENDING:
             raise Conflict(f"submission {submission_id} is already {row['state']}",
                            code="not_pending")
         conn.execute("UPDATE submissions SET state = 'cancelled', progress = NULL,"
                      " lease_owner = NULL, lease_until = NULL, error = 'cancelled by the organisers',"
-                     " error_code = 'cancelled', updated_at = now() WHERE id = %s", (submission_id,))
-        event(conn, submission_id, "cancelled", {"by": by, "was": row["state"]})
+                     " error_code = 'cancelled', updated_at = now() WHERE id = %s", (row["id"],))
+        events.add(conn, row["id"], "cancelled", {"by": by, "was": row["state"]})
         return submissions.get(conn, submission_id)
 
 
 def rerun(pool: ConnectionPool, submission_id: str, by: str = "organiser") -> dict:
     """Evaluate a finished submission again from its upload, as a new run."""
     with pool.connection() as conn, conn.transaction():
-        row = conn.execute("SELECT state, run FROM submissions WHERE id = %s FOR UPDATE",
-                           (valid_id(submission_id),)).fetchone()
-        if row is None:
-            submissions.get(conn, submission_id)
+        row = submissions.lock(conn, submission_id)
         if row["state"] in PENDING:
             raise Conflict(f"submission {submission_id} is still {row['state']}; cancel it first",
                            code="still_pending")
-        conn.execute(_RERUN, (submission_id,))
-        event(conn, submission_id, "queued", {"by": by, "rerun": row["run"] + 1,
-                                               "was": row["state"]})
+        conn.execute(_RERUN, (row["id"],))
+        events.add(conn, row["id"], "queued", {"by": by, "rerun": row["run"] + 1,
+                                                "was": row["state"]})
         return submissions.get(conn, submission_id)

@@ -7,7 +7,6 @@ Public" clicks at once, leave exactly one consistent row behind.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
@@ -16,9 +15,10 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from mfr.challenge import Challenge
-from mfr.errors import Conflict, NotFound
-from mfr.ranking.board import Leaderboards
+from mfr.errors import Conflict
 from mfr.ranking.scores import exact_ranking, fraction_text, normalise_scores
+from mfr.records import events, participants, submissions
+from mfr.records.boards import Leaderboards
 
 RECORDABLE_STATES = ("scoring", "scored")
 
@@ -46,7 +46,7 @@ class Results:
         clean = normalise_scores(self.challenge, scores)
         ranking = exact_ranking(self.challenge, clean)
         with self.pool.connection() as conn, conn.transaction():
-            row = _lock(conn, submission_id)
+            row = submissions.lock(conn, submission_id)
             if row["challenge_id"] != self.challenge.id:
                 raise Conflict(f"submission {submission_id} belongs to challenge "
                                f"{row['challenge_id']!r}, the ranker serves {self.challenge.id!r}",
@@ -65,11 +65,9 @@ class Results:
                  float(ranking) if ranking is not None else None, model_size_mb, latency_ms,
                  result_key, submission_id))
             if row["state"] != "scored":
-                conn.execute(
-                    "INSERT INTO submission_events (submission_id, state, detail)"
-                    " VALUES (%s, 'scored', %s)",
-                    (submission_id, Jsonb({"ranking_score": float(ranking) if ranking is not None
-                                           else None, "run": row["run"]})))
+                events.add(conn, submission_id, "scored",
+                           {"ranking_score": float(ranking) if ranking is not None else None,
+                            "run": row["run"]})
         board = self.boards.board(row["track_id"])
         entry = next((e for e in board.entries if e.submission_id == submission_id), None)
         return Recorded(ranking, entry.rank if entry else 0)
@@ -77,8 +75,8 @@ class Results:
     def set_public(self, participant_id: str, submission_id: str) -> None:
         """Make a scored submission its participant's public entry for its track."""
         with self.pool.connection() as conn, conn.transaction():
-            conn.execute("SELECT 1 FROM participants WHERE id = %s FOR UPDATE", (participant_id,))
-            row = _lock(conn, submission_id, participant_id)
+            participants.lock(conn, participant_id)
+            row = submissions.lock(conn, submission_id, participant_id)
             if self.boards.frozen(row["track_id"], conn):
                 raise Conflict("the leaderboard is frozen: the public entry can no longer change",
                                code="board_frozen")
@@ -91,27 +89,4 @@ class Results:
                 (participant_id, row["challenge_id"], row["track_id"], submission_id))
             conn.execute("UPDATE submissions SET public = true, updated_at = now() WHERE id = %s"
                          " AND NOT public", (submission_id,))
-            conn.execute("INSERT INTO submission_events (submission_id, state, detail)"
-                         " VALUES (%s, %s, %s)",
-                         (submission_id, row["state"], Jsonb({"public": True})))
-
-
-def valid_id(submission_id: str) -> str:
-    """The id in canonical form; a malformed id is simply not found."""
-    try:
-        return str(uuid.UUID(submission_id))
-    except (ValueError, TypeError, AttributeError):
-        raise NotFound(f"no submission {submission_id!r}", code="submission_not_found") from None
-
-
-def _lock(conn, submission_id: str, participant_id: str | None = None) -> dict:
-    query = ("SELECT id, participant_id::text AS participant_id, challenge_id, track_id, state,"
-             " run, ranking_exact FROM submissions WHERE id = %s")
-    params: tuple = (valid_id(submission_id),)
-    if participant_id is not None:
-        query += " AND participant_id = %s"
-        params += (participant_id,)
-    row = conn.execute(query + " FOR UPDATE", params).fetchone()
-    if row is None:
-        raise NotFound(f"no submission {submission_id!r}", code="submission_not_found")
-    return row
+            events.add(conn, submission_id, row["state"], {"public": True})

@@ -1,12 +1,15 @@
-"""Reading submissions: the rows, their history, and the JSON the HTTP API shows their owner."""
+"""``submissions``: reading rows, the upload's insert, the quota count, the row lock."""
 
 from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
 
 from psycopg import sql
 
 from mfr.errors import NotFound
-from mfr.ranking.scores import SCORE_FIELDS
-from mfr.records.results import valid_id
+from mfr.records import events
+from mfr.storage import StoredObject
 
 COLUMNS = sql.SQL(
     "s.id::text AS id, s.participant_id::text AS participant_id, s.challenge_id, s.track_id,"
@@ -15,7 +18,13 @@ COLUMNS = sql.SQL(
     " s.progress, s.upload_size, s.result_key, s.attempts, s.lease_owner, s.lease_until,"
     " p.name AS participant, p.is_baseline AS baseline")
 
-TERMINAL_STATES = ("scored", "rejected", "failed", "cancelled")
+
+def valid_id(submission_id: str) -> str:
+    """The id in canonical form; a malformed id is simply not found."""
+    try:
+        return str(uuid.UUID(submission_id))
+    except (ValueError, TypeError, AttributeError):
+        raise NotFound(f"no submission {submission_id!r}", code="submission_not_found") from None
 
 
 def get(conn, submission_id: str, participant_id: str | None = None) -> dict:
@@ -52,45 +61,36 @@ def find(conn, participant_id: str | None = None, track_id: str | None = None,
     return conn.execute(query, [*params, max(1, min(limit, 1000))]).fetchall()
 
 
-def events(conn, submission_id: str) -> list[dict]:
-    rows = conn.execute("SELECT at, state, detail FROM submission_events WHERE submission_id = %s"
-                        " ORDER BY id", (submission_id,)).fetchall()
-    return [{"at": r["at"].isoformat(), "state": r["state"], "detail": r["detail"]} for r in rows]
+def lock(conn, submission_id: str, participant_id: str | None = None) -> dict:
+    """Inside a transaction: the row's key facts, locked; NotFound as :func:`get`."""
+    query = ("SELECT id, participant_id::text AS participant_id, challenge_id, track_id, state,"
+             " run, ranking_exact FROM submissions WHERE id = %s")
+    params: tuple = (valid_id(submission_id),)
+    if participant_id is not None:
+        query += " AND participant_id = %s"
+        params += (participant_id,)
+    row = conn.execute(query + " FOR UPDATE", params).fetchone()
+    if row is None:
+        raise NotFound(f"no submission {submission_id!r}", code="submission_not_found")
+    return row
 
 
-def errors_of(row: dict) -> list[dict]:
-    """Why a submission did not score: the validation codes, or the failure's reason."""
-    if row["state"] == "rejected" and row["validation"]:
-        return [{"code": e["code"], "message": e["message"]}
-                for e in row["validation"].get("errors", [])]
-    if row["error"] or row["error_code"]:
-        return [{"code": row["error_code"] or "failed", "message": row["error"] or ""}]
-    return []
+def create(conn, submission_id: str, participant_id: str, challenge_id: str, track_id: str,
+           now: datetime, quota_day: date, upload: StoredObject, filename: str) -> None:
+    """Inside the transaction that reserved the quota: the new, queued submission."""
+    conn.execute(
+        "INSERT INTO submissions (id, participant_id, challenge_id, track_id, created_at,"
+        " updated_at, quota_day, upload_bucket, upload_key, upload_sha256, upload_size)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (submission_id, participant_id, challenge_id, track_id, now, now, quota_day,
+         upload.bucket, upload.key, upload.sha256, upload.size))
+    events.add(conn, submission_id, "queued",
+               {"filename": filename, "bytes": upload.size, "sha256": upload.sha256}, at=now)
 
 
-def to_json(row: dict, shown: bool, detail: bool = False) -> dict:
-    """The HTTP API's submission (DESIGN.md section 7), for its owner or an organiser."""
-    scores = dict(sorted((row["scores"] or {}).items(),
-                         key=lambda item: (item[1].get("order", len(row["scores"])), item[0])))
-    out = {
-        "id": row["id"],
-        "track": row["track_id"],
-        "state": row["state"],
-        "created_at": row["created_at"].isoformat(),
-        "updated_at": row["updated_at"].isoformat(),
-        "validation": row["validation"],
-        "errors": errors_of(row),
-        "scores": {pid: {k: s[k] for k in SCORE_FIELDS} for pid, s in scores.items()},
-        "ranking_score": row["ranking_score"],
-        "ranking_exact": row["ranking_exact"],
-        "public": shown,
-        "public_chosen": row["public"],
-        "model_size_mb": row["model_size_mb"],
-        "latency_ms": row["latency_ms"],
-        "progress": row["progress"],
-        "run": row["run"],
-    }
-    if detail:
-        out["roc"] = {pid: s.get("roc", []) for pid, s in scores.items()}
-        out["tar_exact"] = {pid: s.get("tar_exact") for pid, s in scores.items()}
-    return out
+def count_for_day(conn, challenge_id: str, participant_id: str, day: date) -> int:
+    """Submissions counting against a day's limit: all but those the validator rejected."""
+    return conn.execute(
+        "SELECT count(*) AS n FROM submissions WHERE participant_id = %s AND challenge_id = %s"
+        " AND quota_day = %s AND state <> 'rejected'",
+        (participant_id, challenge_id, day)).fetchone()["n"]

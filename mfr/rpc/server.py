@@ -9,9 +9,7 @@ NOT_SERVING and is switched to SERVING only once its ``ready`` check passes
 
 from __future__ import annotations
 
-import signal
 import threading
-import time
 from collections.abc import Callable
 from concurrent import futures
 from typing import Any
@@ -98,34 +96,3 @@ class GrpcServer:
 
     def wait(self) -> None:
         self._server.wait_for_termination()
-
-
-def run_service(server: GrpcServer, ready: Callable[[], bool] | None = None,
-                grace: float = 30.0, on_stop: Callable[[], None] | None = None,
-                ready_poll_s: float = 0.5) -> None:
-    """Run until SIGTERM/SIGINT: start, poll ``ready`` until true, serve, stop gracefully."""
-    stop = threading.Event()
-
-    def _signal(signum: int, _frame: object) -> None:
-        log.info("signal", service=server.name, signal=signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _signal)
-    signal.signal(signal.SIGINT, _signal)
-    server.start()
-    while not stop.is_set():
-        try:
-            is_ready = ready() if ready else True
-        except Exception as exc:  # noqa: BLE001 - not ready yet; say why and retry
-            log.warning("not ready", service=server.name, reason=str(exc))
-            is_ready = False
-        if is_ready:
-            server.set_serving()
-            break
-        stop.wait(ready_poll_s)
-    stop.wait()
-    started = time.monotonic()
-    server.stop(grace)
-    if on_stop:
-        on_stop()
-    log.info("shutdown complete", service=server.name, seconds=round(time.monotonic() - started, 2))

@@ -1,4 +1,4 @@
-"""The dispatcher: drives each submission through validator, embedder, scorer and ranker.
+"""The dispatch loop: drives each submission through validator, embedder, scorer and ranker.
 
 A process runs ``workers`` threads that claim submissions from PostgreSQL
 (:mod:`mfr.records.leases`) and run the stages (:mod:`services.dispatcher.stages`), a
@@ -8,50 +8,28 @@ submission is queued (``NOTIFY mfr_submissions``). Errors:
 
 * transient (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, and anything
   unexpected here): the submission is given back with exponential back-off and
-  tried again, up to ``max_attempts`` claims, then it fails with the last reason;
+  tried again, up to ``MFR_DISPATCH_MAX_ATTEMPTS`` claims, then it fails with the last reason;
 * permanent (any other status, or a failed scoring job): ``failed`` at once,
   with the service's message and stable code for the participant.
 
-gRPC: health only (``grpc.health.v1``), SERVING once the database answers.
 """
 
 from __future__ import annotations
 
-import os
 import random
-import socket
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
-import grpc
 import psycopg
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from mfr.records.leases import Claim, LeaseLost, Leases
-from services.dispatcher.stages import Peers, Permanent, Pipeline, Stage
+from mfr.errors import MfrError, Unavailable
 from mfr.logs import get_logger
-from mfr.rpc.interceptors import error_code_of
+from mfr.records.leases import Claim, LeaseLost, Leases
+from mfr.rpc.calls import RemoteError
+from services.dispatcher.config import DispatchTuning
+from services.dispatcher.stages import Permanent, Stages
 
-log = get_logger("services.dispatcher.dispatcher")
-
-TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
-             grpc.StatusCode.RESOURCE_EXHAUSTED}
-SERVICE_OF_STAGE = {"queued": "validator", "validating": "validator", "embedding": "embedder",
-                    "scoring": "scorer"}
-
-
-class DispatcherSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MFR_DISPATCH_", extra="ignore")
-
-    workers: int = 2
-    lease_s: float = 60.0
-    poll_s: float = 2.0
-    max_attempts: int = 8
-    backoff_base_s: float = 2.0
-    backoff_max_s: float = 300.0
-    validate_timeout_s: float = 1800.0
-    embed_timeout_s: float = 6 * 3600.0
+log = get_logger("services.dispatcher")
 
 
 @dataclass
@@ -66,18 +44,12 @@ def backoff_s(attempt: int, base: float, cap: float) -> float:
     return random.uniform(ceiling / 2, ceiling)
 
 
-def readable(err: grpc.RpcError, stage: str) -> tuple[str, str]:
-    """(code, message) of a failed call, for the participant."""
-    service = SERVICE_OF_STAGE.get(stage, "a service")
-    code = error_code_of(err) if hasattr(err, "trailing_metadata") else None
-    status = err.code().name.lower() if callable(getattr(err, "code", None)) else "error"
-    return code or status, f"the {service} failed ({status}): {err.details() or 'no details'}"
-
-
 class Dispatcher:
-    def __init__(self, leases: Leases, pipeline: Pipeline, settings: DispatcherSettings) -> None:
+    """The dispatcher process's background part: dispatch threads, heartbeat, listener."""
+
+    def __init__(self, leases: Leases, stages: Stages, settings: DispatchTuning) -> None:
         self.leases = leases
-        self.pipeline = pipeline
+        self.stages = stages
         self.settings = settings
         self.stopping = threading.Event()
         self.wake = threading.Event()
@@ -103,19 +75,20 @@ class Dispatcher:
         log.info("driving", submission=claim.id, state=claim.state, run=claim.run,
                  attempt=claim.row["attempts"])
         try:
-            self.pipeline.drive(claim)
+            self.stages.drive(claim)
             return Outcome("done", claim.state)
         except LeaseLost:
             return self._lost(claim)
         except Permanent as exc:
             return self._fail(claim, exc.code, exc.message)
-        except grpc.RpcError as err:
+        except MfrError as err:
             if claim.lost.is_set() or self.stopping.is_set():
                 return self._lost(claim)
-            code, message = readable(err, claim.state)
-            if err.code() in TRANSIENT:
-                return self._retry(claim, message)
-            return self._fail(claim, code, message)
+            transient = err.transient if isinstance(err, RemoteError) else \
+                isinstance(err, Unavailable)
+            if transient:
+                return self._retry(claim, err.message)
+            return self._fail(claim, err.code, err.message)
         except Exception as exc:
             log.error("stage crashed", submission=claim.id, state=claim.state, exc_info=exc)
             return self._retry(claim, f"internal error in the dispatcher ({type(exc).__name__})")
@@ -128,10 +101,11 @@ class Dispatcher:
 
     def _retry(self, claim: Claim, reason: str) -> Outcome:
         attempts = claim.row["attempts"]
-        if attempts >= self.settings.max_attempts:
+        if attempts >= self.settings.dispatch_max_attempts:
             return self._fail(claim, "unavailable",
                               f"gave up after {attempts} attempts: {reason}")
-        delay = backoff_s(attempts, self.settings.backoff_base_s, self.settings.backoff_max_s)
+        delay = backoff_s(attempts, self.settings.dispatch_backoff_base_s,
+                          self.settings.dispatch_backoff_max_s)
         log.warning("retrying later", submission=claim.id, state=claim.state, attempt=attempts,
                     delay_s=round(delay, 1), reason=reason)
         self.leases.release(claim, delay, reason)
@@ -148,7 +122,7 @@ class Dispatcher:
 
     # --- the process -----------------------------------------------------------------
     def start(self) -> None:
-        for index in range(self.settings.workers):
+        for index in range(self.settings.dispatch_workers):
             self.threads.append(threading.Thread(target=self._work, name=f"dispatch-{index}",
                                                  daemon=True))
         self.threads.append(threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True))
@@ -166,6 +140,9 @@ class Dispatcher:
         for thread in self.threads:
             thread.join(grace)
 
+    def alive(self) -> bool:
+        return all(thread.is_alive() for thread in self.threads)
+
     def _work(self) -> None:
         while not self.stopping.is_set():
             try:
@@ -173,13 +150,13 @@ class Dispatcher:
             except Exception as exc:  # noqa: BLE001 - the database is down: wait and retry
                 log.warning("claim failed", error=str(exc))
                 outcome = None
-                self.stopping.wait(self.settings.poll_s)
+                self.stopping.wait(self.settings.dispatch_poll_s)
             if outcome is None:
-                self.wake.wait(self.settings.poll_s)
+                self.wake.wait(self.settings.dispatch_poll_s)
                 self.wake.clear()
 
     def _heartbeat(self) -> None:
-        while not self.stopping.wait(self.settings.lease_s / 3):
+        while not self.stopping.wait(self.settings.dispatch_lease_s / 3):
             with self._lock:
                 claims = list(self.active.values())
             for claim in claims:
@@ -201,56 +178,4 @@ class Dispatcher:
                             self.wake.set()
             except Exception as exc:  # noqa: BLE001 - polling still works meanwhile
                 log.warning("listen failed", error=str(exc))
-                self.stopping.wait(self.settings.poll_s)
-
-
-def testset_id_from_env() -> str:
-    """``MFR_TESTSET_ID``, else the id in ``$MFR_TESTSET/testset.json``."""
-    import json
-
-    if os.environ.get("MFR_TESTSET_ID"):
-        return os.environ["MFR_TESTSET_ID"]
-    folder = os.environ.get("MFR_TESTSET")
-    if folder:
-        return json.loads((Path(folder) / "testset.json").read_text())["id"]
-    return ""
-
-
-def main() -> None:
-    from mfr.db.pool import ping, pool_from_settings
-    from mfr.logs import configure_logging
-    from mfr.rpc.client import channel
-    from mfr.rpc.server import GrpcServer, run_service
-    from mfr.rpc.service import service_settings
-    from mfr.settings import PeerSettings
-    from mfr.storage import ObjectStore
-    from services.ranker.serving import serving_challenge
-
-    settings = service_settings("dispatcher")
-    configure_logging(settings.log_format, settings.log_level, service="dispatcher")
-    dispatch = DispatcherSettings()
-    _, challenge_toml = serving_challenge()
-    testset_id = testset_id_from_env()
-    if not testset_id:
-        log.warning("no test set: set MFR_TESTSET (a test-set folder) or MFR_TESTSET_ID")
-    peers_at = PeerSettings()
-    channels = {name: channel(getattr(peers_at, f"{name}_addr"))
-                for name in ("validator", "embedder", "scorer", "ranker")}
-    pool = pool_from_settings(name="dispatcher")
-    pool.open(wait=False)
-    owner = f"{socket.gethostname()}:{os.getpid()}"
-    leases = Leases(pool, owner, dispatch.lease_s)
-    pipeline = Pipeline(Stage(leases, ObjectStore.from_settings(), Peers.connect(channels),
-                              challenge_toml, testset_id, dispatch.validate_timeout_s,
-                              dispatch.embed_timeout_s, os.environ.get("MFR_ADMIN_TOKEN", "")))
-    dispatcher = Dispatcher(leases, pipeline, dispatch)
-    server = GrpcServer("dispatcher", settings.host, settings.grpc_port, settings.metrics_port)
-    dispatcher.start()
-
-    def stop() -> None:
-        dispatcher.stop()
-        for ch in channels.values():
-            ch.close()
-        pool.close()
-
-    run_service(server, ready=lambda: ping(pool), grace=settings.shutdown_grace_s, on_stop=stop)
+                self.stopping.wait(self.settings.dispatch_poll_s)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from mfr.errors import InvalidInput
 from mfr.logs import get_logger
-from mfr.storage import ObjectStore, StoredObject
+from mfr.storage import ObjectRef, ObjectStore, StoredObject
 from mfr.testset.store import resolve_testset
 from services.embedder.embedding import Progress, assemble, embed_testset
 from services.embedder.parts import ObjectParts
@@ -31,21 +31,14 @@ log = get_logger("mfr.embedder")
 
 
 @dataclass(frozen=True)
-class ObjectKey:
-    bucket: str
-    key: str
-    sha256: str = ""
-
-
-@dataclass(frozen=True)
 class EmbedJob:
     job_id: str
-    model: ObjectKey
+    model: ObjectRef
     testset_id: str
     input_mean: float
     input_std: float
     shards: tuple[int, ...] = ()  # empty: every shard
-    features: ObjectKey | None = None  # where the matrix goes (only when every shard is asked)
+    features: ObjectRef | None = None  # where the matrix goes (only when every shard is asked)
 
 
 @dataclass(frozen=True)
@@ -91,7 +84,7 @@ class StoredEmbedder:
         self._lock = threading.Lock()
         self._runner: tuple[str, Runner] | None = None  # the last model's session, reused
 
-    def _model(self, ref: ObjectKey) -> tuple[str, Runner]:
+    def _model(self, ref: ObjectRef) -> tuple[str, Runner]:
         if not ref.bucket or not ref.key:
             raise InvalidInput("the request names no model object", code="model_missing")
         if self._runner and ref.sha256 and self._runner[0] == ref.sha256:

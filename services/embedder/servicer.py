@@ -11,8 +11,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from mfr.common.v1 import types_pb2
 from mfr.embedder.v1 import embedder_pb2, embedder_pb2_grpc
+from mfr.storage import ObjectRef
 from services.embedder.embedding import Progress
-from services.embedder.jobs import Cancellation, EmbedJob, EmbedOutcome, ObjectKey, StoredEmbedder
+from services.embedder.jobs import Cancellation, EmbedJob, EmbedOutcome, StoredEmbedder
 
 PROGRESS_EVERY_S = 0.5  # at most two progress messages a second (plus the last)
 
@@ -20,10 +21,10 @@ PROGRESS_EVERY_S = 0.5  # at most two progress messages a second (plus the last)
 def job_from_proto(request: embedder_pb2.EmbedRequest) -> EmbedJob:
     features = None
     if request.HasField("features") and request.features.key:
-        features = ObjectKey(request.features.bucket, request.features.key)
+        features = ObjectRef(request.features.bucket, request.features.key)
     return EmbedJob(
         job_id=request.job_id,
-        model=ObjectKey(request.model.bucket, request.model.key, request.model.sha256),
+        model=ObjectRef(request.model.bucket, request.model.key, request.model.sha256),
         testset_id=request.testset_id,
         input_mean=request.input_mean,
         input_std=request.input_std,

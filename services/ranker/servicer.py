@@ -18,8 +18,9 @@ from psycopg_pool import ConnectionPool
 from mfr.common.v1 import types_pb2
 from mfr.errors import InvalidInput, NotFound, PermissionDenied
 from mfr.ranker.v1 import ranker_pb2, ranker_pb2_grpc
-from services.ranker import submissions
-from mfr.ranking.board import Board, Entry, Leaderboards
+from mfr.ranking.board import Board, Entry
+from mfr.records import submissions
+from mfr.records.boards import Leaderboards
 from mfr.records.results import Results
 from services.ranker.watch import BoardWatcher
 
@@ -135,18 +136,11 @@ class RankerServicer(ranker_pb2_grpc.RankerServiceServicer):
         for board in self.watcher.watch(request.track_id, context.is_active):
             yield board_to_proto(board)
 
-    def _shown_ids(self, track_ids: set[str]) -> set[str]:
-        shown: set[str] = set()
-        known = {t.id for t in self.boards.challenge.tracks}
-        for track_id in track_ids & known:
-            shown.update(e.submission_id for e in self.boards.board(track_id).entries)
-        return shown
-
     def GetSubmission(self, request, context):
         private = self._organiser(context)
         with self.pool.connection() as conn:
             row = submissions.get(conn, request.submission_id)
-        shown = row["id"] in self._shown_ids({row["track_id"]})
+        shown = row["id"] in self.boards.shown_ids({row["track_id"]})
         if not (private or shown):
             raise NotFound(f"no submission {request.submission_id!r}",
                            code="submission_not_found")
@@ -158,7 +152,7 @@ class RankerServicer(ranker_pb2_grpc.RankerServiceServicer):
             rows = submissions.find(conn, request.participant_id or None,
                                     request.track_id or None, list(request.states) or None,
                                     request.limit or 100)
-        shown = self._shown_ids({r["track_id"] for r in rows})
+        shown = self.boards.shown_ids({r["track_id"] for r in rows})
         return ranker_pb2.ListSubmissionsResponse(submissions=[
             submission_to_proto(r, r["id"] in shown, private) for r in rows
             if private or r["id"] in shown])

@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterator
 
 import psycopg
 
-from mfr.ranking.board import Board, Leaderboards
+from mfr.ranking.board import Board
+from mfr.records.boards import Leaderboards
 
 CHANNEL = "mfr_leaderboard"
 

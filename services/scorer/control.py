@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from psycopg_pool import ConnectionPool
 
@@ -27,14 +28,15 @@ JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 WATCH_HEARTBEAT_S = 5.0
 
 
-class ScoringService:
-    def __init__(self, pool: ConnectionPool, book: JobBook, deferrer: Deferrer,
-                 features_bucket: str, watch_poll_s: float = 0.5) -> None:
-        self.pool = pool
-        self.book = book
-        self.deferrer = deferrer
-        self.features_bucket = features_bucket
-        self.watch_poll_s = watch_poll_s
+@dataclass
+class JobControl:
+    """Submit, read, watch and cancel scoring jobs: what ScorerService offers, without gRPC."""
+
+    pool: ConnectionPool
+    book: JobBook
+    deferrer: Deferrer
+    features_bucket: str
+    watch_poll_s: float = 0.5
 
     def submit(self, request: JobRequest) -> JobView:
         """Create the job (idempotent per job id) and enqueue its planning."""

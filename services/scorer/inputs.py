@@ -61,10 +61,12 @@ def job_challenge(job: dict) -> Challenge:
 class JobInputs:
     """A worker's cache of normalised features (the last few jobs) and round plans."""
 
-    def __init__(self, store: ObjectStore, cache_root: Path, cached_jobs: int = 2) -> None:
+    def __init__(self, store: ObjectStore, cache_root: Path, cached_jobs: int = 2,
+                 threads: int | None = None) -> None:
         self.store = store
         self.cache_root = Path(cache_root)
         self.cached_jobs = cached_jobs
+        self.threads = threads  # of the normalisation; None: the cores this process may use
         self._embeddings: OrderedDict[str, Embeddings] = OrderedDict()
         self._plans: OrderedDict[str, ScoringPlan] = OrderedDict()
         self._lock = threading.Lock()
@@ -82,7 +84,7 @@ class JobInputs:
             try:
                 features = _load_features(features_file)
                 check_features(features, image_count)
-                emb = normalise(features)
+                emb = normalise(features, threads=self.threads)
                 del features
             finally:
                 features_file.unlink(missing_ok=True)

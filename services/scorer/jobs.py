@@ -18,6 +18,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
+from mfr.db.pool import row_field
 from mfr.errors import Conflict, NotFound
 
 ACTIVE = ("queued", "running")
@@ -53,17 +54,9 @@ class JobView:
     pairs_total: int
     scoring_s: float | None  # seconds since the first tile started
 
-    @property
-    def id(self) -> str:
-        return self.row["id"]
-
-    @property
-    def state(self) -> str:
-        return self.row["state"]
-
-    @property
-    def stage(self) -> str:
-        return self.row["stage"]
+    id = row_field("id")
+    state = row_field("state")
+    stage = row_field("stage")
 
     @property
     def active(self) -> bool:

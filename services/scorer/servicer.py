@@ -9,8 +9,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from mfr.common.v1 import types_pb2
 from mfr.scorer.v1 import scorer_pb2, scorer_pb2_grpc
+from services.scorer.control import JobControl
 from services.scorer.jobs import JobRequest, JobView
-from services.scorer.control import ScoringService
 
 STATES = {
     "queued": scorer_pb2.JOB_STATE_QUEUED,
@@ -22,28 +22,28 @@ STATES = {
 
 
 class ScorerServicer(scorer_pb2_grpc.ScorerServiceServicer):
-    def __init__(self, service: ScoringService) -> None:
-        self.service = service
+    def __init__(self, control: JobControl) -> None:
+        self.control = control
 
     def SubmitJob(self, request: scorer_pb2.SubmitJobRequest,
                   context: grpc.ServicerContext) -> scorer_pb2.Job:
-        return job_message(self.service.submit(JobRequest(
+        return job_message(self.control.submit(JobRequest(
             job_id=request.job_id, features_bucket=request.features.bucket,
             features_key=request.features.key, features_sha256=request.features.sha256,
             testset_id=request.testset_id, challenge_toml=request.challenge_toml)))
 
     def GetJob(self, request: scorer_pb2.GetJobRequest,
                context: grpc.ServicerContext) -> scorer_pb2.Job:
-        return job_message(self.service.get(request.job_id))
+        return job_message(self.control.get(request.job_id))
 
     def WatchJob(self, request: scorer_pb2.GetJobRequest,
                  context: grpc.ServicerContext) -> Iterator[scorer_pb2.Job]:
-        for view in self.service.watch(request.job_id, context.is_active):
+        for view in self.control.watch(request.job_id, context.is_active):
             yield job_message(view)
 
     def CancelJob(self, request: scorer_pb2.GetJobRequest,
                   context: grpc.ServicerContext) -> scorer_pb2.Job:
-        return job_message(self.service.cancel(request.job_id))
+        return job_message(self.control.cancel(request.job_id))
 
 
 def job_message(view: JobView) -> scorer_pb2.Job:

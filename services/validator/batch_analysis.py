@@ -29,15 +29,9 @@ from onnx import helper, numpy_helper
 
 from mfr.modelcheck.report import Finding
 from mfr.modelcheck.rules import real_inputs
+from services.validator.batch_rules import UNKNOWN, Step, moves_samples, reshapes
 
-_UNKNOWN = None  # derived from the input, batch axis no longer known
 _MAX_CONST_ELEMENTS = 1024
-_FULL_RANGE = 2**31 - 1  # Slice ends at or beyond this cover the whole axis
-
-_REDUCE = {
-    "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1",
-    "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare",
-}  # fmt: skip
 _NOT_SAMPLE_DATA = {"Shape", "Size", "ConstantOfShape", "EyeLike", "RandomNormalLike",
                     "RandomUniformLike", "Bernoulli"}  # fmt: skip
 _OPAQUE = {"If", "Loop", "Scan", "Einsum", "NonZero", "GatherND", "ScatterND", "Compress",
@@ -126,7 +120,7 @@ def find_implicit_batch(model: onnx.ModelProto, limit: int = 3) -> list[Finding]
     if not inputs:
         return []
     info = _Graph(model)
-    # tensor -> batch axis (int) or _UNKNOWN; absent: not derived from the input.
+    # tensor -> batch axis (int) or UNKNOWN; absent: not derived from the input.
     batch_axis: dict[str, int | None] = {inputs[0].name: 0}
     info.ranks.setdefault(inputs[0].name, 4)
     problems: list[str] = []
@@ -162,218 +156,24 @@ def _follow(
     info: _Graph,
 ) -> tuple[str | None, int | None]:
     """(problem or None, batch axis of the node's outputs)."""
-    op = node.op_type
-    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     main = node.input[derived[0]]
     axis = batch_axis[main]
-    axes_seen = {batch_axis[node.input[i]] for i in derived}
-    rank = info.ranks.get(main)
-    if op in _OPAQUE or axis is _UNKNOWN:
-        return None, _UNKNOWN
-
-    def norm(a: int) -> int | None:
-        if a >= 0:
-            return a
-        return a + rank if rank is not None else None
-
-    along = "along the batch axis"
-    if op == "Concat":
-        if len(axes_seen) > 1:
-            return None, _UNKNOWN
-        if norm(attrs.get("axis", 0)) == axis:
-            return f"concatenates input-derived data {along}", _UNKNOWN
-        return None, axis
-    if op == "Split":
-        if norm(attrs.get("axis", 0)) == axis:
-            return f"splits input-derived data {along}", _UNKNOWN
-        return None, axis
-    if op in ("Gather", "GatherElements", "ScatterElements"):
-        if derived[0] != 0:
-            return None, _UNKNOWN  # only the indices derive from the input
-        gather_axis = norm(attrs.get("axis", 0))
-        if gather_axis == axis:
-            return f"selects samples {along}", _UNKNOWN
-        if op != "Gather" or (gather_axis is not None and gather_axis > axis):
-            return None, axis
-        return None, _UNKNOWN
-    if op in ("Tile", "Expand"):
-        return _repeat(op, node, axis, rank, info)
-    if op == "Pad":
-        pads = info.const_ints(node.input[1] if len(node.input) > 1 else None)
-        pads = pads if pads is not None else attrs.get("pads")
-        plain = pads is not None and rank is not None and len(node.input) < 4  # no `axes`
-        if plain and len(pads) == 2 * rank and (pads[axis] or pads[axis + rank]):
-            return f"pads {along}", _UNKNOWN
-        return None, axis
-    if op == "Slice":
-        return _slice(node, axis, rank, info), axis
-    if op in _REDUCE or op in ("ArgMax", "ArgMin"):
-        return _reduce(op, node, attrs, axis, rank, info)
-    if op in ("TopK", "CumSum", "Hardmax", "Softmax", "LogSoftmax", "LayerNormalization"):
-        return _along_axis(op, node, attrs, axis, norm, info), axis
-    if op == "Flatten":
-        flat = norm(attrs.get("axis", 1))
-        if flat == 0:
-            return "flattens the batch axis into the features", _UNKNOWN
-        return None, (0 if flat is not None and axis < flat and flat == 1 else _UNKNOWN)
-    if op == "BatchNormalization" and attrs.get("training_mode", 0):
-        return "normalises with the statistics of the batch (training mode)", axis
-    if op == "Transpose":
-        perm = attrs.get("perm")
-        if perm is None:
-            return None, (rank - 1 - axis) if rank is not None else _UNKNOWN
-        return None, list(perm).index(axis) if axis in perm else _UNKNOWN
-    if op in ("Unsqueeze", "Squeeze"):
-        return None, _squeeze(op, node, attrs, axis, rank, info)
-    if op == "Reshape":
-        shape = info.const_ints(node.input[1] if len(node.input) > 1 else None)
-        keeps = axis == 0 and shape and shape[0] == 0 and not attrs.get("allowzero", 0)
-        return None, 0 if keeps else _UNKNOWN
-    if op in ("MatMul", "Gemm"):
-        return _matmul(op, node, attrs, derived, batch_axis, info)
-    if op in ("Conv", "ConvTranspose", "ConvInteger", "QLinearConv"):
-        if derived != [0]:
-            return None, _UNKNOWN
-        if axis == 1:
-            return f"convolves {along}", _UNKNOWN
-        return None, axis
+    if node.op_type in _OPAQUE or axis is UNKNOWN:
+        return None, UNKNOWN
+    step = Step(node.op_type, node, {a.name: helper.get_attribute_value(a) for a in node.attribute},
+                 derived, axis, {batch_axis[node.input[i]] for i in derived},
+                 info.ranks.get(main), info)
+    for rule in (moves_samples, reshapes):
+        outcome = rule(step, batch_axis)
+        if outcome is not None:
+            return outcome
     # Element-wise and per-sample operators: the batch axis stays, shifted
     # right when broadcasting against a higher-rank operand.
-    if len(axes_seen) > 1:
-        return None, _UNKNOWN
+    if len(step.axes_seen) > 1:
+        return None, UNKNOWN
     out_rank = info.ranks.get(node.output[0]) if node.output else None
-    if out_rank is not None and rank is not None and out_rank > rank:
-        return None, axis + (out_rank - rank)
+    if out_rank is not None and step.rank is not None and out_rank > step.rank:
+        return None, axis + (out_rank - step.rank)
     return None, axis
 
 
-def _repeat(op, node, axis, rank, info) -> tuple[str | None, int | None]:
-    values = info.const_ints(node.input[1] if len(node.input) > 1 else None)
-    if values is None or rank is None:
-        return None, _UNKNOWN
-    if op == "Tile":
-        if len(values) == rank and values[axis] != 1:
-            return f"repeats samples along the batch axis (repeats {values})", _UNKNOWN
-        return None, axis
-    out_rank = max(rank, len(values))
-    shifted = axis + (out_rank - rank)
-    index = shifted - (out_rank - len(values))
-    if 0 <= index < len(values) and values[index] > 1:
-        return f"expands the batch axis to {values[index]} samples", _UNKNOWN
-    return None, shifted
-
-
-def _slice(node, axis, rank, info) -> str | None:
-    if len(node.input) < 3:
-        return None  # opset < 10 Slice carries attributes; never seen on the batch axis
-    starts = info.const_ints(node.input[1])
-    ends = info.const_ints(node.input[2])
-    axes = info.const_ints(node.input[3]) if len(node.input) > 3 and node.input[3] else None
-    steps = info.const_ints(node.input[4]) if len(node.input) > 4 and node.input[4] else None
-    if starts is None or ends is None:
-        return None
-    axes = axes if axes is not None else list(range(len(starts)))
-    for i, a in enumerate(axes):
-        a = a + rank if a < 0 and rank is not None else a
-        if a != axis:
-            continue
-        step = steps[i] if steps is not None and i < len(steps) else 1
-        whole = starts[i] == 0 and ends[i] >= _FULL_RANGE and step == 1
-        if not whole:
-            return f"slices the batch axis ({starts[i]}:{ends[i]}:{step})"
-    return None
-
-
-def _reduce(op, node, attrs, axis, rank, info) -> tuple[str | None, int | None]:
-    keepdims = attrs.get("keepdims", 1)
-    if op in ("ArgMax", "ArgMin"):
-        axes = [attrs.get("axis", 0)]
-    elif "axes" in attrs:
-        axes = list(attrs["axes"])
-    elif len(node.input) > 1 and node.input[1]:
-        axes = info.const_ints(node.input[1])
-        if axes is None:
-            return None, _UNKNOWN
-    else:
-        axes = []
-    if not axes:
-        if attrs.get("noop_with_empty_axes", 0):
-            return None, axis
-        return "reduces over every axis, the batch axis included", _UNKNOWN
-    normed = [a + rank if a < 0 and rank is not None else a for a in axes]
-    if axis in normed:
-        return f"reduces along the batch axis (axes {axes})", _UNKNOWN
-    if keepdims:
-        return None, axis
-    if any(a < 0 for a in normed):
-        return None, _UNKNOWN
-    return None, axis - sum(1 for a in normed if a < axis)
-
-
-def _along_axis(op, node, attrs, axis, norm, info) -> str | None:
-    if op == "CumSum":
-        values = info.const_ints(node.input[1] if len(node.input) > 1 else None)
-        target = norm(values[0]) if values else None
-    elif op == "LayerNormalization":
-        first = norm(attrs.get("axis", -1))
-        if first is not None and first <= axis:
-            return "normalises across the batch axis"
-        return None
-    else:
-        default = -1 if op == "TopK" or info.opset >= 13 else 1
-        target = norm(attrs.get("axis", default))
-        if op in ("Softmax", "LogSoftmax", "Hardmax") and info.opset < 13:
-            # Before opset 13 these flatten to 2-D at `axis`: every axis from
-            # there on is normalised together.
-            if target is not None and target <= axis:
-                return "normalises across the batch axis"
-            return None
-    if target == axis:
-        return f"works along the batch axis ({op})"
-    return None
-
-
-def _squeeze(op, node, attrs, axis, rank, info) -> int | None:
-    axes = attrs.get("axes")
-    if axes is None and len(node.input) > 1:
-        axes = info.const_ints(node.input[1])
-    if axes is None or rank is None:
-        return _UNKNOWN
-    axes = list(axes)
-    if op == "Unsqueeze":
-        out_rank = rank + len(axes)
-        normed = sorted(a + out_rank if a < 0 else a for a in axes)
-        position = [p for p in range(out_rank) if p not in normed]
-        return position[axis] if axis < len(position) else _UNKNOWN
-    normed = [a + rank if a < 0 else a for a in axes]
-    if axis in normed:
-        return _UNKNOWN
-    return axis - sum(1 for a in normed if a < axis)
-
-
-def _matmul(op, node, attrs, derived, batch_axis, info) -> tuple[str | None, int | None]:
-    problem = "multiplies matrices across the batch axis (samples mix)"
-    for i in derived:
-        name = node.input[i]
-        axis = batch_axis[name]
-        rank = info.ranks.get(name)
-        if op == "Gemm":
-            if i == 1 or (i == 0 and (axis != 0 or attrs.get("transA", 0))):
-                return problem, _UNKNOWN
-            continue
-        if rank is None:
-            return None, _UNKNOWN
-        if i == 1 and axis >= rank - 2:
-            return problem, _UNKNOWN
-        if i == 0 and rank >= 2 and axis == rank - 1:
-            return problem, _UNKNOWN
-    if op == "Gemm":
-        return None, 0 if 0 in derived else _UNKNOWN
-    if derived == [0]:
-        rank0 = info.ranks.get(node.input[0])
-        out_rank = info.ranks.get(node.output[0])
-        axis = batch_axis[node.input[0]]
-        if rank0 is not None and out_rank is not None and out_rank >= rank0:
-            return None, axis + (out_rank - rank0)
-        return None, axis
-    return None, _UNKNOWN

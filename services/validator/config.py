@@ -1,18 +1,25 @@
-"""The validator's settings (environment, prefix ``MFR_``), shared by the service and the CLI."""
+"""The validator's settings: the model checks (also what ``mfr validate`` reads) and the process."""
 
 from __future__ import annotations
 
 import onnxruntime as ort
 from pydantic import Field, PositiveFloat, PositiveInt
 
-from mfr.settings import CacheSettings
+from mfr.settings import (
+    GRPC_PORTS,
+    METRICS_PORTS,
+    CacheSettings,
+    ChallengeSettings,
+    ServiceSettings,
+    StorageSettings,
+)
 from services.validator.sandbox import SandboxLimits, default_threads
 from services.validator.validator import ValidatorOptions
 
 MIB = 1024 * 1024
 
 
-class ValidatorSettings(CacheSettings):
+class ModelCheckSettings(CacheSettings):
     """``MFR_CACHE_DIR`` holds the latency reference; ``MFR_LATENCY_FACTOR`` pins the factor."""
 
     latency_factor: PositiveFloat | None = None
@@ -38,3 +45,10 @@ class ValidatorSettings(CacheSettings):
             providers=self.providers(),
         )
         return ValidatorOptions(limits=limits, max_concurrent=self.validator_concurrency)
+
+
+class ValidatorSettings(ServiceSettings, StorageSettings, ChallengeSettings, ModelCheckSettings):
+    """The validator process: no database (it reads uploads and writes models in S3 only)."""
+
+    grpc_port: int = GRPC_PORTS["validator"]
+    metrics_port: int = METRICS_PORTS["validator"]

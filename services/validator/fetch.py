@@ -10,22 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 from mfr.challenge import Track
 from mfr.errors import InvalidInput
-from mfr.storage import ObjectStore, StoredObject
-from mfr.modelcheck.report import ValidationReport
 from mfr.modelcheck.archive import MIB
+from mfr.modelcheck.report import ValidationReport
+from mfr.storage import ObjectRef, ObjectStore, StoredObject
 from services.validator.validator import Validator
-
-
-@dataclass(frozen=True)
-class ObjectKey:
-    bucket: str
-    key: str
-    sha256: str = ""
 
 
 def upload_cap(track: Track, other_bytes: int) -> int:
@@ -37,9 +29,9 @@ def upload_cap(track: Track, other_bytes: int) -> int:
 def validate_stored(
     validator: Validator,
     store: ObjectStore,
-    upload: ObjectKey,
+    upload: ObjectRef,
     track: Track,
-    extracted: ObjectKey | None = None,
+    extracted: ObjectRef | None = None,
 ) -> tuple[ValidationReport, StoredObject | None]:
     if not upload.bucket or not upload.key:
         raise InvalidInput("upload: bucket and key are required", code="invalid_request")
@@ -70,7 +62,7 @@ def validate_stored(
         return report, stored
 
 
-def _download(store: ObjectStore, ref: ObjectKey, path: Path, cap: int) -> int | None:
+def _download(store: ObjectStore, ref: ObjectRef, path: Path, cap: int) -> int | None:
     """Stream the object to ``path``; None when it exceeds ``cap`` bytes."""
     digest = hashlib.sha256()
     size = 0

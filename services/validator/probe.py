@@ -34,8 +34,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from services.validator import batch_analysis, rules
+from mfr.modelcheck import rules
 from mfr.modelcheck.report import Finding
+from services.validator import batch_analysis
 
 LATENCY_RUNS = 50
 LATENCY_RANK = 6  # the reference checker reports the 6th fastest run

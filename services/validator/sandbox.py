@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mfr.cpus import usable_cpus
-from services.validator.probe import CHILD_LOG, ProbeJob, child_main
 from mfr.modelcheck.report import ERROR_CODES, WARNING_CODES, Finding
+from services.validator.probe import CHILD_LOG, ProbeJob, child_main
 
 GIB = 1024**3
 MAX_MESSAGE_BYTES = 64 * 1024

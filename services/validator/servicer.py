@@ -9,10 +9,10 @@ import grpc
 from mfr.challenge import Challenge, parse_challenge
 from mfr.common.v1 import types_pb2
 from mfr.errors import InvalidInput
-from mfr.storage import ObjectStore
-from mfr.validator.v1 import validator_pb2, validator_pb2_grpc
 from mfr.modelcheck.report import Finding, ValidationReport
-from services.validator.fetch import ObjectKey, validate_stored
+from mfr.storage import ObjectRef, ObjectStore
+from mfr.validator.v1 import validator_pb2, validator_pb2_grpc
+from services.validator.fetch import validate_stored
 from services.validator.validator import Validator
 
 
@@ -63,9 +63,9 @@ class ValidatorServicer(validator_pb2_grpc.ValidatorServiceServicer):
         self, request: validator_pb2.ValidateRequest, context: grpc.ServicerContext
     ) -> validator_pb2.ValidateResponse:
         track = self._challenge(request.challenge_toml).track(request.track_id)
-        upload = ObjectKey(request.upload.bucket, request.upload.key, request.upload.sha256)
+        upload = ObjectRef(request.upload.bucket, request.upload.key, request.upload.sha256)
         wanted = request.extracted_model
-        extracted = ObjectKey(wanted.bucket, wanted.key) if wanted.key else None
+        extracted = ObjectRef(wanted.bucket, wanted.key) if wanted.key else None
         report, stored = validate_stored(self.validator, self.store, upload, track, extracted)
         response = validator_pb2.ValidateResponse(report=report_to_proto(report))
         if stored is not None:

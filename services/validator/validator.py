@@ -17,11 +17,11 @@ from pathlib import Path
 
 from mfr.challenge import Track
 from mfr.errors import Unavailable
+from mfr.modelcheck.archive import MIB, ZipPolicy, open_upload
+from mfr.modelcheck.report import ValidationReport
 from services.validator.latency import LatencyCalibrator, LatencyScale
 from services.validator.probe import DYNAMIC_MODEL, LATENCY_RANK, LATENCY_RUNS
-from mfr.modelcheck.report import ValidationReport
 from services.validator.sandbox import Observer, Sandbox, SandboxLimits
-from mfr.modelcheck.archive import MIB, ZipPolicy, open_upload
 
 
 @dataclass(frozen=True)
@@ -146,17 +146,3 @@ def _sha256(path: Path) -> str:
         while chunk := fh.read(MIB):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def validate_file(
-    path: str | Path,
-    track: Track,
-    *,
-    cache_dir: str | Path,
-    latency_factor: float | None = None,
-    options: ValidatorOptions | None = None,
-    model_out: Path | None = None,
-) -> ValidationReport:
-    """One-shot validation (the CLI's path): ``Validator.create(...).validate(...)``."""
-    validator = Validator.create(Path(cache_dir), latency_factor=latency_factor, options=options)
-    return validator.validate(Path(path), track, model_out=model_out)

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -26,15 +27,16 @@ NOW = datetime(2030, 3, 10, 15, 0, tzinfo=UTC)  # inside the window below
 OPENS, CLOSES = NOW - timedelta(days=5), NOW + timedelta(days=10)
 
 
+@dataclass
 class Journey:
-    def __init__(self, url: str, admin_token: str, clock_file: Path, models: dict[str, Path],
-                 env: dict[str, str], ranker_addr: str) -> None:
-        self.url = url
-        self.ranker_addr = ranker_addr
-        self.admin_token = admin_token
-        self.clock_file = clock_file
-        self.models = models
-        self.env = env
+    """A running stack as a participant and an organiser reach it."""
+
+    url: str
+    admin_token: str
+    clock_file: Path
+    models: dict[str, Path]
+    env: dict[str, str]
+    ranker_addr: str
 
     def at(self, when: datetime) -> None:
         self.clock_file.write_text(when.isoformat())
@@ -58,9 +60,9 @@ class Journey:
 @pytest.fixture(scope="module")
 def journey(tmp_path_factory):
     from cli.client import zip_model
-    from mfr.baselines.build import build_baselines
     from cli.stack.ports import free_port
     from cli.stack.supervisor import Stack, StackConfig, default_testset
+    from mfr.baselines.build import build_baselines
 
     root = tmp_path_factory.mktemp("journey")
     challenge = root / "challenge.toml"

@@ -15,8 +15,8 @@ import psycopg
 import pytest
 import urllib3
 
-from mfr.rpc.client import health_status
 from cli.stack.ports import free_port
+from mfr.rpc.client import health_status
 
 pytestmark = pytest.mark.e2e
 
@@ -31,12 +31,10 @@ def machine_cache_is_warm():
     from cli.stack.supervisor import cache_dir, default_testset
 
     default_testset()
-    try:
-        from services.validator.config import ValidatorSettings
-        from services.validator.validator import Validator
-    except ModuleNotFoundError:
-        return
-    settings = ValidatorSettings()
+    from services.validator.config import ModelCheckSettings
+    from services.validator.validator import Validator
+
+    settings = ModelCheckSettings()
     Validator.create(cache_dir(), latency_factor=settings.latency_factor,
                      options=settings.options()).latency_scale()
 

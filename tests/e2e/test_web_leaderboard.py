@@ -11,17 +11,13 @@ import httpx
 import pytest
 from psycopg.types.json import Jsonb
 
-from gateway.app import create_app
-from mfr.ranking.board import Leaderboards
-from mfr.records.results import Results
 from tests.journey_support import (
     T0,
-    FakeClock,
     ServerThread,
     add_participant,
     add_submission,
     built_in_scores,
-    make_challenge,
+    gateway_app,
 )
 
 pytestmark = pytest.mark.e2e
@@ -37,10 +33,7 @@ def site(db_pool, object_store):
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"{CHROMIUM} is missing: run `bash scripts/test-prereqs.sh` (as root) to "
                     "install Debian's chromium for the browser test")
-    challenge = make_challenge()
-    clock = FakeClock(T0 + timedelta(days=2))
-    boards = Leaderboards(db_pool, challenge, clock)
-    results = Results(db_pool, challenge, boards)
+    app, results, _ = gateway_app(db_pool, object_store, T0 + timedelta(days=2), "x")
     rows = [("Ann", "Open Lab", False, False, (7, 10), (80, 100)),
             ("Bob", "Secret Corp", True, False, (9, 10), (75, 100)),
             ("R50 (MS1MV3)", "organisers", False, True, (64, 100), (81, 100)),
@@ -63,7 +56,6 @@ def site(db_pool, object_store):
             "ok": False, "errors": [{"code": "weight_dtype", "message": "float16 initializer"}],
             "warnings": []}), rejected))
         conn.commit()
-    app = create_app(db_pool, object_store, challenge, clock=clock, admin_token="x")
     with ServerThread(app) as server:
         yield server.url, ids, rejected
 

@@ -14,23 +14,24 @@ from datetime import timedelta
 
 import pytest
 
-from gateway import lifecycle
-from services.dispatcher.dispatcher import Dispatcher, DispatcherSettings
-from mfr.records.leases import Leases
-from services.dispatcher.stages import Peers, Pipeline, Stage
-from mfr.challenge import load_challenge
+from mfr.challenge import load_challenge, served_challenge
 from mfr.common.v1 import types_pb2
 from mfr.embedder.v1 import embedder_pb2, embedder_pb2_grpc
 from mfr.errors import Unavailable
 from mfr.ranker.v1 import ranker_pb2_grpc
+from mfr.records import lifecycle
+from mfr.records.boards import Leaderboards
+from mfr.records.leases import Leases
+from mfr.records.results import Results
 from mfr.rpc.client import channel
+from mfr.rpc.peers import Peers
 from mfr.rpc.server import GrpcServer
 from mfr.scorer.v1 import scorer_pb2, scorer_pb2_grpc
 from mfr.validator.v1 import validator_pb2, validator_pb2_grpc
-from mfr.ranking.board import Leaderboards
-from mfr.records.results import Results
+from services.dispatcher.config import DispatchTuning
+from services.dispatcher.dispatcher import Dispatcher
+from services.dispatcher.stages import StageContext, Stages
 from services.ranker.servicer import RankerServicer
-from services.ranker.serving import serving_challenge
 from services.ranker.watch import BoardWatcher
 from tests.journey_support import add_participant, add_submission, built_in_scores
 
@@ -125,16 +126,16 @@ def rig(db_pool, object_store):
     port = server.start()
     server.set_serving()
     ch = channel(f"127.0.0.1:{port}")
-    peers = Peers.connect({name: ch for name in ("validator", "embedder", "scorer", "ranker")})
+    peers = Peers.connect({name: ch for name in ("validator", "embedder", "scorer", "ranker")},
+                          admin_token="dispatch-token")
 
     def make(owner="dispatcher-1", **overrides):
-        settings = DispatcherSettings(**{"lease_s": 5.0, "poll_s": 0.1, "max_attempts": 4,
-                                         "backoff_base_s": 0.01, "backoff_max_s": 0.05,
-                                         "workers": 1, **overrides})
-        leases = Leases(db_pool, owner, settings.lease_s)
-        stage = Stage(leases, object_store, peers, serving_challenge()[1], "testset-123",
-                      admin_token="dispatch-token")
-        return Dispatcher(leases, Pipeline(stage), settings)
+        tuning = {"lease_s": 5.0, "poll_s": 0.1, "max_attempts": 4, "backoff_base_s": 0.01,
+                  "backoff_max_s": 0.05, "workers": 1, **overrides}
+        settings = DispatchTuning(**{f"dispatch_{k}": v for k, v in tuning.items()})
+        leases = Leases(db_pool, owner, settings.dispatch_lease_s)
+        stage = StageContext(leases, object_store, peers, served_challenge()[1], "testset-123")
+        return Dispatcher(leases, Stages(stage), settings)
 
     yield make, fakes, db_pool
     ch.close()

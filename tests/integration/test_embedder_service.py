@@ -16,19 +16,19 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from cli.stack.ports import free_port
 from mfr.common.v1 import types_pb2
 from mfr.embedder.v1 import embedder_pb2, embedder_pb2_grpc
 from mfr.manifest import Manifest
 from mfr.onnxzoo import build_tiny_model
 from mfr.rpc.client import channel, wait_serving
 from mfr.rpc.server import GrpcServer
-from cli.stack.ports import free_port
 from mfr.testset.format import TestSet, TestSetWriter
 from mfr.testset.store import fetch_testset, upload_testset
 from mfr.testset.synth import synth_testset
+from services.embedder.jobs import StoredEmbedder
 from services.embedder.parts import ObjectParts
 from services.embedder.servicer import EmbedderServicer
-from services.embedder.jobs import StoredEmbedder
 
 pytestmark = pytest.mark.integration
 SERVICE = "mfr.embedder.v1.EmbedderService"

@@ -7,17 +7,14 @@ from datetime import timedelta
 import httpx
 import pytest
 
-from gateway.app import create_app
-from mfr.ranking.board import Leaderboards
-from mfr.records.results import Results
 from tests.journey_support import (
     T0,
-    FakeClock,
     ServerThread,
     add_participant,
+    add_scored,
     add_submission,
     built_in_scores,
-    make_challenge,
+    gateway_app,
 )
 
 pytestmark = pytest.mark.integration
@@ -26,20 +23,9 @@ ADMIN = "admin-token-for-tests"
 
 @pytest.fixture
 def world(db_pool, object_store):
-    challenge = make_challenge()
-    clock = FakeClock(T0 + timedelta(days=1))
-    boards = Leaderboards(db_pool, challenge, clock)
-    results = Results(db_pool, challenge, boards)
-    app = create_app(db_pool, object_store, challenge, clock=clock, admin_token=ADMIN)
+    app, results, clock = gateway_app(db_pool, object_store, T0 + timedelta(days=1), ADMIN)
     with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=30) as client:
         yield client, results, db_pool, clock
-
-
-def scored(pool, results, pid, mask, mr_all, minutes=0) -> str:
-    with pool.connection() as conn:
-        sid = add_submission(conn, pid, created_at=T0 + timedelta(minutes=minutes))
-    results.record(sid, built_in_scores(mask, mr_all), model_size_mb=91.7, latency_ms=1.856)
-    return sid
 
 
 def auth(token):
@@ -52,9 +38,9 @@ def test_leaderboard_json_hidden_organisation_and_baseline(world):
         ann, _ = add_participant(conn, "Ann", "Open Lab")
         bob, _ = add_participant(conn, "Bob", "Secret Corp", hidden=True)
         base, _ = add_participant(conn, "R50 baseline", "organisers", baseline=True)
-    scored(pool, results, ann, (7, 10), (8, 10))
-    scored(pool, results, bob, (9, 10), (9, 10), minutes=1)
-    scored(pool, results, base, (5, 10), (5, 10), minutes=2)
+    add_scored(pool, results, ann, (7, 10), (8, 10))
+    add_scored(pool, results, bob, (9, 10), (9, 10), minutes=1)
+    add_scored(pool, results, base, (5, 10), (5, 10), minutes=2)
     board = client.get("/v1/leaderboard/A").json()
     entries = board["entries"]
     assert [e["participant"] for e in entries] == ["Bob", "Ann", "R50 baseline"]
@@ -79,8 +65,8 @@ def test_set_public_picks_the_entry_and_only_a_scored_one(world):
     with pool.connection() as conn:
         pid, token = add_participant(conn, "Cat")
         queued = add_submission(conn, pid, state="queued")
-    best = scored(pool, results, pid, (9, 10), (9, 10))
-    worse = scored(pool, results, pid, (2, 10), (2, 10), minutes=5)
+    best = add_scored(pool, results, pid, (9, 10), (9, 10))
+    worse = add_scored(pool, results, pid, (2, 10), (2, 10), minutes=5)
     assert client.get("/v1/leaderboard/A").json()["entries"][0]["submission_id"] == best
     mine = {s["id"]: s for s in client.get("/v1/submissions", headers=auth(token)).json()["submissions"]}
     assert mine[best]["public"] and not mine[worse]["public"]
@@ -99,8 +85,8 @@ def test_another_participants_private_submission_is_404(world):
     with pool.connection() as conn:
         owner, owner_token = add_participant(conn, "Owner")
         _, other_token = add_participant(conn, "Other")
-    shown = scored(pool, results, owner, (9, 10), (9, 10))
-    private = scored(pool, results, owner, (1, 10), (1, 10), minutes=3)
+    shown = add_scored(pool, results, owner, (9, 10), (9, 10))
+    private = add_scored(pool, results, owner, (1, 10), (1, 10), minutes=3)
     for headers in (auth(other_token), {}):
         reply = client.get(f"/v1/submissions/{private}", headers=headers)
         assert reply.status_code == 404 and reply.json()["error"]["code"] == "submission_not_found"
@@ -120,7 +106,7 @@ def test_organisers_rerun_cancel_freeze_and_export(world):
     with pool.connection() as conn:
         pid, token = add_participant(conn, "Dee", "Hidden Org", hidden=True)
         running = add_submission(conn, pid, state="embedding")
-    done = scored(pool, results, pid, (6, 10), (6, 10))
+    done = add_scored(pool, results, pid, (6, 10), (6, 10))
     assert client.post(f"/v1/admin/submissions/{done}/rerun").status_code == 401
     assert client.post(f"/v1/admin/submissions/{done}/rerun", headers=auth(token)).status_code == 403
     admin = auth(ADMIN)
@@ -156,7 +142,7 @@ def test_hiding_the_organisation_later(world):
     client, results, pool, _ = world
     with pool.connection() as conn:
         pid, token = add_participant(conn, "Eli", "Visible Inc")
-    scored(pool, results, pid, (5, 10), (5, 10))
+    add_scored(pool, results, pid, (5, 10), (5, 10))
     assert client.get("/v1/leaderboard/A").json()["entries"][0]["organisation"] == "Visible Inc"
     reply = client.patch("/v1/participants/me", headers=auth(token), json={"hide_organisation": True})
     assert reply.json()["hide_organisation"] is True

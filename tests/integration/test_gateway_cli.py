@@ -7,9 +7,9 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from gateway.app import create_app
 from cli.main import cli
-from mfr.ranking.board import Leaderboards
+from gateway.app import create_app
+from mfr.records.boards import Leaderboards
 from mfr.records.results import Results
 from tests.journey_support import (
     T0,

@@ -12,11 +12,11 @@ import pytest
 from mfr.challenge import load_challenge
 from mfr.common.v1 import types_pb2
 from mfr.ranker.v1 import ranker_pb2, ranker_pb2_grpc
+from mfr.records.boards import Leaderboards
+from mfr.records.results import Results
 from mfr.rpc.client import channel
 from mfr.rpc.interceptors import error_code_of
 from mfr.rpc.server import GrpcServer
-from mfr.ranking.board import Leaderboards
-from mfr.records.results import Results
 from services.ranker.servicer import RankerServicer
 from services.ranker.watch import BoardWatcher
 from tests.journey_support import T0, FakeClock, add_participant, add_submission, built_in_scores

@@ -81,8 +81,8 @@ def test_sigterm_hands_the_running_tile_back_at_once(scoring):
 
 
 def test_a_tile_that_always_fails_fails_the_job_with_a_reason(scoring):
-    from services.scorer.engine.backends.cpu import CpuBackend
     from services.scorer.engine import ImageLabels, make_plan, normalise
+    from services.scorer.engine.backends.cpu import CpuBackend
 
     data = scoring["data"]
     challenge = parse_challenge(tomllib.loads(CHALLENGE_TOML))
@@ -105,13 +105,14 @@ def test_a_tile_that_always_fails_fails_the_job_with_a_reason(scoring):
 
 def test_a_tile_finished_twice_counts_once(db_pool, object_store, tmp_path, offline_reference):
     """Two workers both past the 'already done?' check: the second completion is a no-op."""
+    from services.scorer.config import ScorerTuning
+    from services.scorer.control import JobControl
     from services.scorer.engine.backends import select_backend
-    from services.scorer.config import ScorerSettings
-    from services.scorer.worker.coordinator import Coordinator
     from services.scorer.inputs import JobInputs
     from services.scorer.jobs import JobBook, JobRequest
     from services.scorer.queue import Deferrer
-    from services.scorer.control import ScoringService
+    from services.scorer.worker.context import WorkerContext
+    from services.scorer.worker.coordinator import Coordinator
     from services.scorer.worker.tilework import TileWork
 
     from .test_scorer_service_support import job_data, store_features, store_testset
@@ -119,12 +120,13 @@ def test_a_tile_finished_twice_counts_once(db_pool, object_store, tmp_path, offl
     data = job_data()
     features = store_features(object_store, data.features)
     book, deferrer = JobBook(db_pool), Deferrer(db_pool)
-    settings = ScorerSettings(tile_size=TILE_SIZE)
+    settings = ScorerTuning(scorer_tile_size=TILE_SIZE)
     inputs = JobInputs(object_store, tmp_path / "cache")
     backend = select_backend("cpu")
-    coordinator = Coordinator(db_pool, book, deferrer, object_store, inputs, backend, settings)
-    tiles = TileWork(db_pool, book, deferrer, object_store, inputs, backend, settings, "here")
-    service = ScoringService(db_pool, book, deferrer, object_store.buckets.features)
+    context = WorkerContext(db_pool, book, deferrer, object_store, inputs, backend, settings)
+    coordinator = Coordinator(context)
+    tiles = TileWork(context, "here")
+    service = JobControl(db_pool, book, deferrer, object_store.buckets.features)
     service.submit(JobRequest("twice", features.bucket, features.key, features.sha256,
                               store_testset(object_store, data, tmp_path), CHALLENGE_TOML))
     coordinator.plan_job(Event(), "twice")

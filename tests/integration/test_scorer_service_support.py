@@ -24,12 +24,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cli.stack.ports import free_port
 from mfr.common.v1 import types_pb2
 from mfr.manifest import Manifest
 from mfr.rpc.client import channel, health_status
 from mfr.rpc.server import GrpcServer
 from mfr.scorer.v1 import scorer_pb2, scorer_pb2_grpc
-from cli.stack.ports import free_port
 from mfr.testset.format import INFO_NAME, MANIFEST_NAME, TestSetWriter
 
 TILE_SIZE = 96
@@ -44,22 +44,12 @@ kind = "cross"
 probe = "mask"
 gallery = "nonmask"
 far = 1e-3
-[[protocols]]
-id = "mr-all"
+""" + "".join(f"""[[protocols]]
+id = "{pid}"
 kind = "all"
-tag = "mr"
-far = 1e-4
-[[protocols]]
-id = "r0"
-kind = "all"
-tag = "r0"
-far = 1e-3
-[[protocols]]
-id = "r1"
-kind = "all"
-tag = "r1"
-far = 1e-3
-"""
+tag = "{tag}"
+far = {far}
+""" for pid, tag, far in (("mr-all", "mr", "1e-4"), ("r0", "r0", "1e-3"), ("r1", "r1", "1e-3")))
 FINISHED = (scorer_pb2.JOB_STATE_DONE, scorer_pb2.JOB_STATE_FAILED,
             scorer_pb2.JOB_STATE_CANCELLED)
 
@@ -175,12 +165,12 @@ class ScorerApi:
 
 
 def start_api(db_pool, object_store, watch_poll_s: float = 0.2) -> ScorerApi:
+    from services.scorer.control import JobControl
     from services.scorer.jobs import JobBook
     from services.scorer.queue import Deferrer
-    from services.scorer.control import ScoringService
     from services.scorer.servicer import ScorerServicer
 
-    service = ScoringService(db_pool, JobBook(db_pool), Deferrer(db_pool),
+    service = JobControl(db_pool, JobBook(db_pool), Deferrer(db_pool),
                              object_store.buckets.features, watch_poll_s)
     server = GrpcServer("scorer-test", port=0)
     server.add(scorer_pb2_grpc.add_ScorerServiceServicer_to_server, ScorerServicer(service),

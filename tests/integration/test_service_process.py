@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from mfr.rpc.client import health_status, wait_serving
 from cli.stack.ports import free_port
+from mfr.rpc.client import health_status, wait_serving
 
 pytestmark = pytest.mark.integration
 
@@ -54,3 +54,15 @@ def test_service_is_not_serving_while_its_database_is_unreachable(service_env, t
     finally:
         process.kill()
         process.wait()
+
+
+@pytest.mark.parametrize("name", ["ranker", "dispatcher", "gateway"])
+def test_a_process_that_checks_the_organisers_token_refuses_to_start_without_it(service_env,
+                                                                                name):
+    env = {k: v for k, v in {**os.environ, **service_env}.items() if k != "MFR_ADMIN_TOKEN"}
+    done = subprocess.run([sys.executable, "-m", "cli.main", "serve", name], check=False,
+                          env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == \
+        "error[config_invalid]: MFR_ADMIN_TOKEN is not set"

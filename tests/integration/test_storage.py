@@ -13,24 +13,25 @@ pytestmark = pytest.mark.integration
 
 
 class _Chunks(io.RawIOBase):
-    """A stream of unknown length that never exists whole in memory."""
+    """A stream of unknown length that never exists whole in memory: 1 MB pieces of
+    changing bytes, handed out in whatever sizes the reader asks for."""
 
-    def __init__(self, total: int, chunk: int = 1 << 20) -> None:
-        self.left = total
-        self.chunk = chunk
+    def __init__(self, total: int, piece: int = 1 << 20) -> None:
+        sizes = [piece] * (total // piece) + [total % piece]
+        self.pieces = (bytes([i % 251]) * size for i, size in enumerate(sizes))
+        self.left = b""
         self.sha = hashlib.sha256()
-        self.counter = 0
 
     def readable(self) -> bool:
         return True
 
-    def read(self, n: int = -1) -> bytes:
-        size = min(self.left, self.chunk if n < 0 else min(n, self.chunk))
-        data = bytes([self.counter % 251]) * size
-        self.counter += 1
-        self.left -= size
+    def readinto(self, buffer) -> int:
+        if not self.left:
+            self.left = next(self.pieces, b"")
+        data, self.left = self.left[:len(buffer)], self.left[len(buffer):]
+        buffer[:len(data)] = data
         self.sha.update(data)
-        return data
+        return len(data)
 
 
 def test_stream_round_trip_of_unknown_length(object_store, tmp_path):

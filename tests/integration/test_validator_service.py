@@ -18,15 +18,15 @@ import pytest
 from mfr.challenge import load_challenge
 from mfr.common.v1 import types_pb2
 from mfr.onnxzoo import build_tiny_model
+from mfr.onnxzoo.corpus import CASES, Case
 from mfr.rpc.client import channel, health_status
 from mfr.rpc.interceptors import error_code_of
-from mfr.rpc.server import GrpcServer
 from mfr.validator.v1 import validator_pb2, validator_pb2_grpc
-from mfr.onnxzoo.corpus import CASES, Case
 from services.validator.sandbox import GIB, SandboxLimits
 from services.validator.server import SERVICE_NAME
 from services.validator.servicer import ValidatorServicer, report_from_proto
 from services.validator.validator import Validator, ValidatorOptions
+from tests.rpc_support import serving
 
 pytestmark = pytest.mark.integration
 
@@ -61,13 +61,10 @@ def validator(tmp_path: Path, killer: Killer) -> Validator:
 
 @pytest.fixture
 def server(validator: Validator, object_store):
-    srv = GrpcServer("test-validator", port=0)
-    srv.add(validator_pb2_grpc.add_ValidatorServiceServicer_to_server,
-            ValidatorServicer(validator, object_store, load_challenge()), SERVICE_NAME)
-    srv.start()
-    srv.set_serving()
-    yield srv
-    srv.stop(0)
+    servicer = ValidatorServicer(validator, object_store, load_challenge())
+    with serving((validator_pb2_grpc.add_ValidatorServiceServicer_to_server, servicer,
+                  SERVICE_NAME), name="test-validator") as srv:
+        yield srv
 
 
 @pytest.fixture

@@ -10,10 +10,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from gateway.clock import FileClock, clock_from_env, system_clock
-from services.dispatcher.dispatcher import backoff_s
+from gateway.config import GatewaySettings
 from gateway.quota import check_window, quota_day, resets_at
 from gateway.uploads import ReceivedForm, file_cap, receive_upload, zip_findings
+from mfr.clock import FileClock, system_clock
+from services.dispatcher.dispatcher import backoff_s
 from tests.journey_support import make_challenge, model_zip
 
 
@@ -42,9 +43,11 @@ def test_fake_clock_needs_both_variables(tmp_path, monkeypatch):
     path.write_text("2030-01-02T03:04:05+00:00")
     monkeypatch.setenv("MFR_FAKE_CLOCK_FILE", str(path))
     monkeypatch.delenv("MFR_ALLOW_FAKE_CLOCK", raising=False)
-    assert clock_from_env() is system_clock
+    required = {"database_url": "postgresql://x", "s3_endpoint": "x:1", "s3_access_key": "k",
+                "s3_secret_key": "s", "admin_token": "a" * 16}
+    assert GatewaySettings(**required).clock() is system_clock
     monkeypatch.setenv("MFR_ALLOW_FAKE_CLOCK", "1")
-    clock = clock_from_env()
+    clock = GatewaySettings(**required).clock()
     assert clock() == datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
     path.write_text("2030-01-03T00:00:00")  # naive means UTC; re-read on every call
     assert clock() == datetime(2030, 1, 3, tzinfo=UTC)

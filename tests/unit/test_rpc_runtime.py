@@ -12,7 +12,7 @@ from mfr import errors
 from mfr.ranker.v1 import ranker_pb2, ranker_pb2_grpc
 from mfr.rpc.client import channel, health_status
 from mfr.rpc.interceptors import error_code_of
-from mfr.rpc.server import GrpcServer
+from tests.rpc_support import serving
 
 SERVICE = "mfr.ranker.v1.RankerService"
 
@@ -34,11 +34,9 @@ class Ranker(ranker_pb2_grpc.RankerServiceServicer):
 
 @pytest.fixture
 def server():
-    srv = GrpcServer("test-ranker", port=0)
-    srv.add(ranker_pb2_grpc.add_RankerServiceServicer_to_server, Ranker(), SERVICE)
-    srv.start()
-    yield srv
-    srv.stop(0)
+    with serving((ranker_pb2_grpc.add_RankerServiceServicer_to_server, Ranker(), SERVICE),
+                 name="test-ranker", ready=False) as srv:
+        yield srv
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ import pytest
 from click.testing import CliRunner
 
 from cli.main import cli
-from mfr.onnxzoo.corpus import CASES, Case, write_case
 from mfr.modelcheck.report import ERROR_CODES
+from mfr.onnxzoo.corpus import CASES, Case, write_case
 
 REPORT_KEYS = ["ok", "errors", "warnings", "feature_dim", "model_size_mb", "latency_ms",
                "latency_limit_ms", "input_mean", "input_std"]

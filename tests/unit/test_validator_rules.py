@@ -10,6 +10,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from mfr.modelcheck import rules
+from mfr.modelcheck.archive import ZipPolicy, check_entries, is_zip
+from mfr.modelcheck.report import ValidationReport
 from mfr.onnxzoo import (
     IRESNET_STAGES,
     GraphBuilder,
@@ -20,10 +23,7 @@ from mfr.onnxzoo import (
     iresnet_parameter_count,
     tiny_trunk,
 )
-from services.validator import rules
 from services.validator.batch_analysis import find_implicit_batch
-from mfr.modelcheck.report import ValidationReport
-from mfr.modelcheck.archive import ZipPolicy, check_entries, is_zip
 
 # --- onnxzoo ----------------------------------------------------------------------
 

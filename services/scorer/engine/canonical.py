@@ -32,7 +32,6 @@ depend on them: :func:`fast_score_margin` bounds ``|fast - canonical|``.
 from __future__ import annotations
 
 import itertools
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -89,18 +88,10 @@ def tree_sum(products: np.ndarray) -> np.ndarray:
     return products[:, 0].copy()
 
 
-def default_threads() -> int:
-    """Threads for canonical work: ``MFR_SCORER_THREADS`` (what a worker is allotted), else the
-    cores this process may run on. A worker given one thread must not use two here."""
-    configured = os.environ.get("MFR_SCORER_THREADS", "").strip()
-    if configured.isdigit() and int(configured) > 0:
-        return int(configured)
-    return usable_cpus()
-
-
 def _parallel(count: int, threads: int | None, work) -> None:
-    """Run work(start, stop) over [0, count) in contiguous parts, one per thread."""
-    threads = threads or default_threads()
+    """Run work(start, stop) over [0, count) in contiguous parts, one per thread (default:
+    the cores this process may run on; a worker allotted fewer passes its own count)."""
+    threads = threads or usable_cpus()
     if threads == 1 or count < _PARALLEL_MIN:
         work(0, count)
         return

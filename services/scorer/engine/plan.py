@@ -13,7 +13,6 @@ with lower floors; the universes and counts are unchanged.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
@@ -23,6 +22,7 @@ import numpy as np
 
 from mfr.challenge import Protocol
 from mfr.errors import InvalidInput
+from services.scorer.engine import npz
 from services.scorer.engine.backends import ImpostorJob
 from services.scorer.engine.canonical import Embeddings, fast_score_margin
 from services.scorer.engine.floors import (
@@ -188,18 +188,11 @@ class ScoringPlan:
         return arrays
 
     def to_bytes(self) -> bytes:
-        buffer = io.BytesIO()
-        np.savez(buffer, meta=np.array(self._meta_json()), **self._arrays())
-        return buffer.getvalue()
+        return npz.pack(self._meta_json(), **self._arrays())
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ScoringPlan:
-        try:
-            with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-                meta = json.loads(str(archive["meta"]))
-                arrays = {name: archive[name] for name in archive.files if name != "meta"}
-        except (OSError, ValueError, KeyError) as exc:
-            raise InvalidInput(f"not a scoring plan: {exc}", code="plan_invalid") from None
+        meta, arrays = npz.unpack(data, "a scoring plan", "plan_invalid")
         universes = []
         for u in meta["universes"]:
             i = u["index"]

@@ -15,13 +15,12 @@ for object storage; nothing in it depends on which worker made it.
 
 from __future__ import annotations
 
-import io
-import json
 from dataclasses import dataclass
 
 import numpy as np
 
 from mfr.errors import InvalidInput
+from services.scorer.engine import npz
 
 IMPOSTOR = "impostor"
 GENUINE = "genuine"
@@ -94,24 +93,20 @@ class TilePartial:
         return int(self.score.shape[0])
 
     def to_bytes(self) -> bytes:
-        buffer = io.BytesIO()
-        meta = json.dumps({"plan": self.plan_digest, "tile": self.tile.key})
-        np.savez(buffer, meta=np.array(meta), bits=self.bits, score=self.score,
-                 first=self.first, second=self.second)
-        return buffer.getvalue()
+        return npz.pack({"plan": self.plan_digest, "tile": self.tile.key}, bits=self.bits,
+                        score=self.score, first=self.first, second=self.second)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> TilePartial:
+        meta, arrays = npz.unpack(data, "a tile partial", "partial_invalid")
         try:
-            with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-                meta = json.loads(str(archive["meta"]))
-                return cls(
-                    plan_digest=meta["plan"],
-                    tile=Tile.from_key(meta["tile"]),
-                    bits=archive["bits"].astype(np.int64, copy=False),
-                    score=archive["score"].astype(np.float64, copy=False),
-                    first=archive["first"].astype(np.int64, copy=False),
-                    second=archive["second"].astype(np.int64, copy=False),
-                )
-        except (OSError, ValueError, KeyError) as exc:
+            return cls(
+                plan_digest=meta["plan"],
+                tile=Tile.from_key(meta["tile"]),
+                bits=arrays["bits"].astype(np.int64, copy=False),
+                score=arrays["score"].astype(np.float64, copy=False),
+                first=arrays["first"].astype(np.int64, copy=False),
+                second=arrays["second"].astype(np.int64, copy=False),
+            )
+        except (KeyError, ValueError) as exc:
             raise InvalidInput(f"not a tile partial: {exc}", code="partial_invalid") from None

@@ -20,13 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from threading import Event
 
-from psycopg_pool import ConnectionPool
-
 from mfr.errors import InvalidInput, NotFound
 from mfr.logs import get_logger
-from mfr.storage import ObjectStore
-from services.scorer.engine.backends import Backend
-from services.scorer.config import ScorerSettings
+from mfr.taskqueue import GiveUp
 from services.scorer.engine import (
     ProtocolResult,
     ScoringPlan,
@@ -36,9 +32,10 @@ from services.scorer.engine import (
     protocol_json,
     roc_json,
 )
-from services.scorer.inputs import JobInputs, job_challenge, partial_key, result_key
-from services.scorer.jobs import ACTIVE, JobBook
-from services.scorer.queue import MERGE, PLAN, TILE, Deferrer, GiveUp
+from services.scorer.inputs import job_challenge, partial_key, result_key
+from services.scorer.jobs import ACTIVE
+from services.scorer.queue import MERGE, PLAN, TILE
+from services.scorer.worker.context import WorkerContext
 
 log = get_logger("services.scorer.worker.coordinator")
 
@@ -48,38 +45,30 @@ FAILURE_CODES = {PLAN: "plan_failed", TILE: "tile_failed", MERGE: "merge_failed"
 
 
 class Coordinator:
-    def __init__(self, pool: ConnectionPool, book: JobBook, deferrer: Deferrer,
-                 store: ObjectStore, inputs: JobInputs, backend: Backend,
-                 settings: ScorerSettings) -> None:
-        self.pool = pool
-        self.book = book
-        self.deferrer = deferrer
-        self.store = store
-        self.inputs = inputs
-        self.backend = backend
-        self.settings = settings
+    def __init__(self, ctx: WorkerContext) -> None:
+        self.ctx = ctx
 
     # --- plan ---------------------------------------------------------------------
     def plan_job(self, abandoned: Event, job_id: str) -> None:
-        job = self.book.job(job_id)
+        job = self.ctx.book.job(job_id)
         if job["state"] not in ACTIVE or job["round"] > 0:
             return  # cancelled, or planned by an earlier run of this task
-        self.book.set_stage(job_id, "planning")
+        self.ctx.book.set_stage(job_id, "planning")
         try:
             challenge = job_challenge(job)
-            labels = self.inputs.labels(job["testset_id"], challenge)
-            emb = self.inputs.embeddings(job, labels.count)
-            plan = make_plan(emb, labels, challenge.protocols, self.backend,
-                             tile_size=self.settings.tile_size,
-                             floor_settings=self.settings.floor_settings())
+            labels = self.ctx.inputs.labels(job["testset_id"], challenge)
+            emb = self.ctx.inputs.embeddings(job, labels.count)
+            plan = make_plan(emb, labels, challenge.protocols, self.ctx.backend,
+                             tile_size=self.ctx.settings.scorer_tile_size,
+                             floor_settings=self.ctx.settings.floor_settings())
         except PERMANENT as exc:
             self.stop_job(job_id, "failed", exc.code, exc.message)
             raise GiveUp(exc.message) from exc
         if abandoned.is_set():
             return
-        key = self.inputs.store_plan(job_id, plan)
-        with self.pool.connection() as conn, conn.transaction():
-            job = self.book.job(job_id, conn, for_update=True)
+        key = self.ctx.inputs.store_plan(job_id, plan)
+        with self.ctx.pool.connection() as conn, conn.transaction():
+            job = self.ctx.book.job(job_id, conn, for_update=True)
             if job["state"] not in ACTIVE or job["round"] > 0:
                 return
             self._enqueue_round(conn, job_id, plan, key)
@@ -89,37 +78,37 @@ class Coordinator:
     def _enqueue_round(self, conn, job_id: str, plan: ScoringPlan, key: str) -> None:
         tiles = [(tile.key, plan.tile_pairs(tile), partial_key(job_id, plan.round, i))
                  for i, tile in enumerate(plan.tiles)]
-        self.book.add_round(conn, job_id, plan.round, key, plan.digest, tiles)
-        self.book.set_tile_tasks(conn, job_id, plan.round,
-                                 self.deferrer.tiles(conn, job_id, plan.round, len(tiles)))
+        self.ctx.book.add_round(conn, job_id, plan.round, key, plan.digest, tiles)
+        self.ctx.book.set_tile_tasks(conn, job_id, plan.round,
+                                 self.ctx.deferrer.tiles(conn, job_id, plan.round, len(tiles)))
         if not tiles:  # nothing to score (cannot happen for a scorable plan): merge at once
-            self.book.set_merge_task(conn, job_id, plan.round,
-                                     self.deferrer.merge(conn, job_id, plan.round))
+            self.ctx.book.set_merge_task(conn, job_id, plan.round,
+                                     self.ctx.deferrer.merge(conn, job_id, plan.round))
 
     # --- merge --------------------------------------------------------------------
     def merge_round(self, abandoned: Event, job_id: str, round: int) -> None:
-        job = self.book.job(job_id)
-        done = self.book.round(job_id, round)
+        job = self.ctx.book.job(job_id)
+        done = self.ctx.book.round(job_id, round)
         if job["state"] not in ACTIVE or done["merged_at"] is not None:
             return
         if done["tiles_done"] != done["tiles_total"]:
             raise RuntimeError(f"round {round} of job {job_id} merged with "
                                f"{done['tiles_done']}/{done['tiles_total']} tiles done")
-        self.book.set_stage(job_id, "merging")
-        plan = self.inputs.plan(done["plan_key"])
-        keys = self.book.partial_keys(job_id, round)
-        bucket = self.store.buckets.results
+        self.ctx.book.set_stage(job_id, "merging")
+        plan = self.ctx.inputs.plan(done["plan_key"])
+        keys = self.ctx.book.partial_keys(job_id, round)
+        bucket = self.ctx.store.buckets.results
         with ThreadPoolExecutor(max_workers=8) as fetchers:
             partials = list(fetchers.map(
-                lambda key: TilePartial.from_bytes(self.store.get_bytes(bucket, key)), keys))
+                lambda key: TilePartial.from_bytes(self.ctx.store.get_bytes(bucket, key)), keys))
         outcome = merge(plan, partials)
         del partials
         proven = {pid: result_json(r) for pid, r in outcome.results.items()}
         if abandoned.is_set():
             return
         if outcome.retry is not None:
-            key = self.inputs.store_plan(job_id, outcome.retry)
-            with self.pool.connection() as conn, conn.transaction():
+            key = self.ctx.inputs.store_plan(job_id, outcome.retry)
+            with self.ctx.pool.connection() as conn, conn.transaction():
                 if not self._claim_merge(conn, job_id, round, proven):
                     return
                 self._enqueue_round(conn, job_id, outcome.retry, key)
@@ -127,48 +116,48 @@ class Coordinator:
                      proven=list(proven), retry=[p for p in outcome.retry.protocols
                                                  if outcome.retry.protocols[p].searched])
             return
-        with self.pool.connection() as conn, conn.transaction():
+        with self.ctx.pool.connection() as conn, conn.transaction():
             if not self._claim_merge(conn, job_id, round, proven):
                 return
-            results = self.book.proven_results(conn, job_id)
+            results = self.ctx.book.proven_results(conn, job_id)
             ordered = {pid: results[pid] for pid in plan.protocols}
             ranking = job_challenge(job).ranking_score(
                 {pid: Fraction(r["tar_exact"]) for pid, r in ordered.items()})
             document = self._result_document(job, ordered, ranking, round)
             data = json.dumps(document, indent=1).encode()
-            stored = self.store.put_bytes(bucket, result_key(job_id), data)
+            stored = self.ctx.store.put_bytes(bucket, result_key(job_id), data)
             ref = {"bucket": stored.bucket, "key": stored.key, "sha256": stored.sha256,
                    "size": stored.size}
             exact = (float(ranking), f"{ranking.numerator}/{ranking.denominator}") \
                 if ranking is not None else None
-            self.book.finish(conn, job_id, ordered, exact, ref)
+            self.ctx.book.finish(conn, job_id, ordered, exact, ref)
         log.info("job done", job_id=job_id, rounds=round,
                  ranking_score=None if ranking is None else float(ranking))
-        if not self.settings.keep_partials:
+        if not self.ctx.settings.scorer_keep_partials:
             self._delete_partials(job_id, round)
 
     def _delete_partials(self, job_id: str, rounds: int) -> None:
         """Partials are scratch once the result is written (plans and the result stay)."""
-        bucket = self.store.buckets.results
-        keys = [key for r in range(1, rounds + 1) for key in self.book.partial_keys(job_id, r)]
+        bucket = self.ctx.store.buckets.results
+        keys = [key for r in range(1, rounds + 1) for key in self.ctx.book.partial_keys(job_id, r)]
         try:
             with ThreadPoolExecutor(max_workers=8) as deleters:
-                list(deleters.map(lambda key: self.store.delete(bucket, key), keys))
+                list(deleters.map(lambda key: self.ctx.store.delete(bucket, key), keys))
         except Exception as exc:  # noqa: BLE001 - the job is done; leftovers are only space
             log.warning("partials not deleted", job_id=job_id, error=str(exc))
 
     def _claim_merge(self, conn, job_id: str, round_number: int, proven: dict) -> bool:
-        job = self.book.job(job_id, conn, for_update=True)
+        job = self.ctx.book.job(job_id, conn, for_update=True)
         if job["state"] not in ACTIVE:
             return False
-        return self.book.save_round_results(conn, job_id, round_number, proven)
+        return self.ctx.book.save_round_results(conn, job_id, round_number, proven)
 
     def _result_document(self, job: dict, results: dict, ranking: Fraction | None,
                          rounds: int) -> dict:
-        totals = self.book.totals(job["id"])
+        totals = self.ctx.book.totals(job["id"])
         document = {"job_id": job["id"], "testset_id": job["testset_id"],
                     "protocols": results, "rounds": rounds, "tiles": totals["tiles"],
-                    "pairs": totals["pairs"], "backend": self.backend.name}
+                    "pairs": totals["pairs"], "backend": self.ctx.backend.name}
         if ranking is not None:
             document["ranking_score"] = float(ranking)
             document["ranking_exact"] = f"{ranking.numerator}/{ranking.denominator}"
@@ -180,14 +169,14 @@ class Coordinator:
         once the count reaches the attempts allowed. True when the job was failed."""
         job_id = task["job_id"]
         if task_name == TILE:
-            failures = self.book.record_tile_failure(job_id, task["round"], task["ordinal"],
+            failures = self.ctx.book.record_tile_failure(job_id, task["round"], task["ordinal"],
                                                      reason)
-            tile = self.book.tile(job_id, task["round"], task["ordinal"]).tile_key
+            tile = self.ctx.book.tile(job_id, task["round"], task["ordinal"]).tile_key
             what = f"tile {tile} (round {task['round']})"
         else:
-            failures = self.book.record_step_failure(job_id, reason)
+            failures = self.ctx.book.record_step_failure(job_id, reason)
             what = "planning" if task_name == PLAN else f"merging round {task['round']}"
-        if failures < self.settings.attempts:
+        if failures < self.ctx.settings.scorer_attempts:
             return False
         self.stop_job(job_id, "failed", FAILURE_CODES[task_name],
                       f"{what} failed {failures} times; last error: {reason}")
@@ -195,11 +184,11 @@ class Coordinator:
 
     def stop_job(self, job_id: str, state: str, code: str = "", message: str = "") -> bool:
         """Fail or cancel an active job and drop its waiting tasks; False if it had ended."""
-        with self.pool.connection() as conn, conn.transaction():
-            pending = self.book.stop(conn, job_id, state, code, message)
+        with self.ctx.pool.connection() as conn, conn.transaction():
+            pending = self.ctx.book.stop(conn, job_id, state, code, message)
             if pending is None:
                 return False
-            dropped = self.deferrer.cancel(conn, pending)
+            dropped = self.ctx.deferrer.cancel(conn, pending)
         log.info("job stopped", job_id=job_id, state=state, error_code=code or None,
                  error=message or None, tasks_dropped=dropped)
         return True

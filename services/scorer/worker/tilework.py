@@ -15,13 +15,9 @@ import time
 from threading import Event
 
 from mfr.logs import get_logger
-from mfr.storage import ObjectStore
-from services.scorer.engine.backends import Backend
-from services.scorer.config import ScorerSettings
 from services.scorer.engine import score_tile
-from services.scorer.inputs import JobInputs
-from services.scorer.jobs import ACTIVE, JobBook
-from services.scorer.queue import Deferrer
+from services.scorer.jobs import ACTIVE
+from services.scorer.worker.context import WorkerContext
 
 log = get_logger("services.scorer.worker.tilework")
 
@@ -31,57 +27,49 @@ class InjectedFault(RuntimeError):
 
 
 class TileWork:
-    def __init__(self, pool, book: JobBook, deferrer: Deferrer, store: ObjectStore,
-                 inputs: JobInputs, backend: Backend, settings: ScorerSettings,
-                 worker: str) -> None:
-        self.pool = pool
-        self.book = book
-        self.deferrer = deferrer
-        self.store = store
-        self.inputs = inputs
-        self.backend = backend
-        self.settings = settings
+    def __init__(self, ctx: WorkerContext, worker: str) -> None:
+        self.ctx = ctx
         self.worker = worker
 
     def score(self, abandoned: Event, job_id: str, round: int, ordinal: int) -> str:
         """Score the tile and record it; returns what happened (for logs and tests)."""
         started = time.perf_counter()
-        job = self.book.job(job_id)
+        job = self.ctx.book.job(job_id)
         if job["state"] not in ACTIVE:
             return "job ended"
-        tile_row = self.book.tile(job_id, round, ordinal)
+        tile_row = self.ctx.book.tile(job_id, round, ordinal)
         if tile_row.done:
             return "already done"
         if job["state"] == "queued":
-            self.book.mark_running(job_id)
+            self.ctx.book.mark_running(job_id)
         self._injected_faults(abandoned, tile_row.tile_key)
         if abandoned.is_set():
             return "abandoned"
-        plan = self.inputs.plan(tile_row.plan_key)
+        plan = self.ctx.inputs.plan(tile_row.plan_key)
         tile = plan.tiles[ordinal]
         if tile.key != tile_row.tile_key:
             raise RuntimeError(f"tile {ordinal} of round {round} is {tile_row.tile_key} in the "
                                f"database but {tile.key} in the plan")
-        emb = self.inputs.embeddings(job, plan.count)
+        emb = self.ctx.inputs.embeddings(job, plan.count)
         computing = time.perf_counter()
-        partial = score_tile(plan, emb, tile, self.backend)
+        partial = score_tile(plan, emb, tile, self.ctx.backend)
         compute_s = time.perf_counter() - computing
-        stored = self.store.put_bytes(self.store.buckets.results, tile_row.partial_key,
+        stored = self.ctx.store.put_bytes(self.ctx.store.buckets.results, tile_row.partial_key,
                                       partial.to_bytes())
         if abandoned.is_set():
             return "abandoned"
-        with self.pool.connection() as conn, conn.transaction():
-            round_complete = self.book.complete_tile(conn, tile_row, self.worker, stored.sha256,
+        with self.ctx.pool.connection() as conn, conn.transaction():
+            round_complete = self.ctx.book.complete_tile(conn, tile_row, self.worker, stored.sha256,
                                                      compute_s, time.perf_counter() - started)
             if round_complete:
-                self.book.set_merge_task(conn, job_id, round,
-                                         self.deferrer.merge(conn, job_id, round))
+                self.ctx.book.set_merge_task(conn, job_id, round,
+                                         self.ctx.deferrer.merge(conn, job_id, round))
         if round_complete:
             log.info("round complete", job_id=job_id, round=round)
         return "round complete" if round_complete else "done"
 
     def _injected_faults(self, abandoned: Event, tile_key: str) -> None:
-        if self.settings.fault_tile_delay_s > 0:
-            abandoned.wait(self.settings.fault_tile_delay_s)
-        if self.settings.fault_fail_tile in ("*", tile_key):
+        if self.ctx.settings.scorer_fault_tile_delay_s > 0:
+            abandoned.wait(self.ctx.settings.scorer_fault_tile_delay_s)
+        if self.ctx.settings.scorer_fault_fail_tile in ("*", tile_key):
             raise InjectedFault(f"injected failure of tile {tile_key}")

@@ -13,8 +13,8 @@ from fractions import Fraction
 import numpy as np
 
 from mfr.challenge import Challenge, parse_challenge
-from services.scorer.engine.canonical import canonical_scores, normalise
 from services.scorer.engine import ImageLabels
+from services.scorer.engine.canonical import canonical_scores, normalise
 
 
 def all_pairs(kind: str, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from services.scorer.engine import score
 from services.scorer.engine.backends import select_backend
 from services.scorer.engine.backends.cpu import CpuBackend
 from services.scorer.engine.canonical import normalise
-from services.scorer.engine import score
 from services.scorer.engine.floors import FloorSettings
 
 from .reference import MR_PROTOCOLS, brute_force, make_challenge, mr_like

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from mfr.errors import InvalidInput
-from services.scorer.engine.backends.cpu import CpuBackend
 from services.scorer.engine import ImageLabels, make_plan, normalise, run_rounds, score
+from services.scorer.engine.backends.cpu import CpuBackend
 from services.scorer.engine.floors import FloorSettings
 
 from .reference import MR_PROTOCOLS, brute_force, make_challenge, mr_like

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from mfr.errors import Conflict
-from services.scorer import plan as plan_module
+from services.scorer.engine import ImageLabels, make_plan, merge, run_rounds, score, score_tile
+from services.scorer.engine import plan as plan_module
 from services.scorer.engine.backends import candidate_filter
 from services.scorer.engine.backends.cpu import CpuBackend
 from services.scorer.engine.canonical import canonical_scores, normalise
-from services.scorer.engine import ImageLabels, make_plan, merge, run_rounds, score, score_tile
 from services.scorer.engine.floors import FloorSettings
 from services.scorer.engine.genuine import genuine_layout, genuine_pairs
 from services.scorer.engine.plan import ScoringPlan
@@ -239,13 +239,17 @@ def test_a_tile_at_positions_past_46341_finds_the_brute_force_candidates():
         assert np.array_equal(back.second, partial.second)
 
 
-def test_merge_twice_is_the_same_and_refuses_extra_and_duplicate_partials():
-    features, labels = mr_like(200, 8, 11)
-    challenge = make_challenge(MR_PROTOCOLS)
-    emb = normalise(features)
-    backend = CpuBackend()
-    plan = make_plan(emb, labels, challenge.protocols, backend, tile_size=64,
+def _mr_plan(count: int, seed: int):
+    """(features, normalised, backend, plan) of a small MR-like set cut into 64-wide tiles."""
+    features, labels = mr_like(count, 8, seed)
+    emb, backend = normalise(features), CpuBackend()
+    plan = make_plan(emb, labels, make_challenge(MR_PROTOCOLS).protocols, backend, tile_size=64,
                      floor_settings=SAMPLED)
+    return features, emb, backend, plan
+
+
+def test_merge_twice_is_the_same_and_refuses_extra_and_duplicate_partials():
+    features, emb, backend, plan = _mr_plan(200, 11)
     partials = [score_tile(plan, emb, t, backend) for t in plan.tiles]
     first = merge(plan, partials)
     again = merge(plan, list(reversed(partials)))
@@ -268,12 +272,7 @@ def test_merge_twice_is_the_same_and_refuses_extra_and_duplicate_partials():
 
 
 def test_retry_plan_round_trips_with_the_same_digest():
-    features, labels = mr_like(300, 8, 12)
-    challenge = make_challenge(MR_PROTOCOLS)
-    emb = normalise(features)
-    backend = CpuBackend()
-    plan = make_plan(emb, labels, challenge.protocols, backend, tile_size=64,
-                     floor_settings=SAMPLED)
+    _, emb, backend, plan = _mr_plan(300, 12)
     plan = replace(plan, protocols={pid: replace(p, floor=0.999) for pid, p in
                                     plan.protocols.items()})
     outcome = merge(plan, [score_tile(plan, emb, t, backend) for t in plan.tiles])

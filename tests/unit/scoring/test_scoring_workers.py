@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from mfr.errors import Conflict, InvalidInput
-from services.scorer.engine.backends.cpu import CpuBackend
 from services.scorer.engine import make_plan, merge, normalise, run_rounds, score_tile
+from services.scorer.engine.backends.cpu import CpuBackend
 from services.scorer.engine.floors import FloorSettings
 from services.scorer.engine.plan import ScoringPlan
 from services.scorer.engine.tiles import IMPOSTOR, TilePartial

@@ -6,8 +6,8 @@ canonical scores. ``cpu`` is numpy/BLAS and always available; ``gpu`` is torch
 on CUDA, imported only when asked for or when a GPU is present, so the CPU
 path never needs torch.
 
-Selection: an explicit name, else ``MFR_SCORER_BACKEND`` (``auto``, ``cpu``,
-``gpu``), else ``auto``: ``gpu`` when torch is installed and sees a CUDA
+Selection by name (``auto``, ``cpu``, ``gpu``; processes read it from
+``MFR_SCORER_BACKEND``): ``auto`` is ``gpu`` when torch is installed and sees a CUDA
 device, ``cpu`` otherwise. ``auto`` looks for NVIDIA device files before it
 imports torch, so a CPU machine does not pay torch's import time.
 """
@@ -25,7 +25,6 @@ import numpy as np
 from mfr.errors import InvalidInput
 from services.scorer.engine.canonical import Embeddings
 
-BACKEND_ENV = "MFR_SCORER_BACKEND"
 BACKEND_NAMES = ("auto", "cpu", "gpu")
 
 
@@ -68,8 +67,9 @@ class Backend(Protocol):
         image indices (int64), masks (int64), float64 scores."""
 
 
-def select_backend(name: str | None = None) -> Backend:
-    choice = (name or os.environ.get(BACKEND_ENV) or "auto").strip().lower()
+def select_backend(name: str | None = None, threads: int | None = None) -> Backend:
+    """The backend called ``name`` (default ``auto``); ``threads`` bounds the CPU's canonical work."""
+    choice = (name or "auto").strip().lower()
     if choice not in BACKEND_NAMES:
         raise InvalidInput(
             f"unknown scorer backend {choice!r} (choose from {', '.join(BACKEND_NAMES)})",
@@ -80,7 +80,7 @@ def select_backend(name: str | None = None) -> Backend:
     if choice == "cpu":
         from services.scorer.engine.backends.cpu import CpuBackend
 
-        return CpuBackend()
+        return CpuBackend(threads)
     from services.scorer.engine.backends.gpu import TorchBackend, gpu_available
 
     if not gpu_available():

@@ -27,11 +27,14 @@ SPARSE_ROWS = 2
 class CpuBackend:
     name = "cpu"
 
+    def __init__(self, threads: int | None = None) -> None:
+        self.threads = threads  # canonical re-scoring; None: the cores this process may use
+
     def fast_scores(self, emb: Embeddings, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         return emb.unit[rows] @ emb.unit[cols].T
 
     def canonical(self, emb: Embeddings, first: np.ndarray, second: np.ndarray) -> np.ndarray:
-        return canonical_scores(emb.unit, first, second)
+        return canonical_scores(emb.unit, first, second, threads=self.threads)
 
     def impostor_candidates(
         self, emb: Embeddings, job: ImpostorJob

@@ -1,15 +1,16 @@
-"""The gateway's notion of "now", injectable for tests.
+"""The platform's notion of "now" (submission window, daily limit, board freezing),
+injectable for tests.
 
-``create_app(clock=...)`` takes any callable returning an aware datetime. A
+Anything taking a ``Clock`` takes a callable returning an aware datetime. A
 gateway *process* reads the time from the file named by ``MFR_FAKE_CLOCK_FILE``
 (one ISO-8601 date-time, re-read on every call so a test can move it) — but
 only when ``MFR_ALLOW_FAKE_CLOCK=1`` is set as well, so a stray variable in
-production can never move the submission window or the daily limit.
+production can never move the submission window or the daily limit
+(``gateway/config.py``).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,10 +35,3 @@ class FileClock:
             return system_clock()
         value = datetime.fromisoformat(text)
         return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def clock_from_env() -> Clock:
-    path = os.environ.get("MFR_FAKE_CLOCK_FILE")
-    if path and os.environ.get("MFR_ALLOW_FAKE_CLOCK") == "1":
-        return FileClock(path)
-    return system_clock

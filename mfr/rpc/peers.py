@@ -1,0 +1,180 @@
+"""Typed clients of the services, for the processes that drive them (the dispatcher).
+
+Requests and answers are plain values (object refs, report dicts, job states);
+protobuf stays inside this module, gRPC inside :mod:`mfr.rpc.calls`. Scores
+travel as ``ProtocolScore`` messages from the scorer to the ranker untouched.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import grpc
+from google.protobuf import json_format
+
+from mfr.common.v1 import types_pb2
+from mfr.embedder.v1 import embedder_pb2, embedder_pb2_grpc
+from mfr.ranker.v1 import ranker_pb2, ranker_pb2_grpc
+from mfr.rpc.calls import Inflight, stream, unary
+from mfr.scorer.v1 import scorer_pb2, scorer_pb2_grpc
+from mfr.storage import ObjectRef, StoredObject
+from mfr.validator.v1 import validator_pb2, validator_pb2_grpc
+
+JOB_STATES = {scorer_pb2.JOB_STATE_QUEUED: "queued", scorer_pb2.JOB_STATE_RUNNING: "running",
+              scorer_pb2.JOB_STATE_DONE: "done", scorer_pb2.JOB_STATE_FAILED: "failed",
+              scorer_pb2.JOB_STATE_CANCELLED: "cancelled"}
+FINISHED = ("done", "failed", "cancelled")
+
+
+def _ref(ref: ObjectRef | StoredObject) -> types_pb2.ObjectRef:
+    return types_pb2.ObjectRef(bucket=ref.bucket, key=ref.key, sha256=ref.sha256,
+                               size=getattr(ref, "size", 0))
+
+
+def progress_json(progress: types_pb2.Progress, stage: str) -> dict:
+    return {"stage": progress.stage or stage, "done": progress.done, "total": progress.total,
+            "unit": progress.unit, "rate": round(progress.rate, 3),
+            "eta_seconds": round(progress.eta_seconds, 1)}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The validator's answer: the report as JSON, and where the accepted model went."""
+
+    report: dict
+    ok: bool
+    errors: list[tuple[str, str]]  # (code, message)
+    feature_dim: int
+    model_size_mb: float
+    latency_ms: float
+    model_key: str
+
+
+class ValidatorClient:
+    def __init__(self, channel: grpc.Channel) -> None:
+        self.stub = validator_pb2_grpc.ValidatorServiceStub(channel)
+
+    def validate(self, upload: StoredObject, track_id: str, challenge_toml: str,
+                 extracted: ObjectRef, *, timeout: float, inflight: Inflight) -> Verdict:
+        request = validator_pb2.ValidateRequest(upload=_ref(upload), track_id=track_id,
+                                                challenge_toml=challenge_toml,
+                                                extracted_model=_ref(extracted))
+        reply = unary("validator", self.stub.Validate, request, timeout=timeout, inflight=inflight)
+        report = reply.report
+        return Verdict(
+            report=json_format.MessageToDict(report, preserving_proto_field_name=True,
+                                             always_print_fields_with_no_presence=True),
+            ok=report.ok, errors=[(e.code, e.message) for e in report.errors],
+            feature_dim=report.feature_dim, model_size_mb=report.model_size_mb,
+            latency_ms=report.latency_ms, model_key=reply.model.key or extracted.key)
+
+
+@dataclass(frozen=True)
+class EmbedUpdate:
+    """One message of an embedding: progress, and on the last one where the features are."""
+
+    progress: dict
+    non_finite_rows: int
+    features_key: str = ""
+    feature_dim: int = 0
+
+
+class EmbedderClient:
+    def __init__(self, channel: grpc.Channel) -> None:
+        self.stub = embedder_pb2_grpc.EmbedderServiceStub(channel)
+
+    def embed(self, job_id: str, model: ObjectRef, testset_id: str, input_mean: float,
+              input_std: float, features: ObjectRef, *, timeout: float,
+              inflight: Inflight) -> Iterator[EmbedUpdate]:
+        request = embedder_pb2.EmbedRequest(job_id=job_id, model=_ref(model), testset_id=testset_id,
+                                            input_mean=input_mean, input_std=input_std,
+                                            features=_ref(features))
+        for message in stream("embedder", self.stub.Embed, request, timeout=timeout,
+                              inflight=inflight):
+            yield EmbedUpdate(progress_json(message.progress, "embedding"),
+                              message.non_finite_rows, message.features.key, message.feature_dim)
+
+
+@dataclass
+class ScoringJob:
+    state: str  # queued, running, done, failed, cancelled
+    progress: dict
+    error: str = ""
+    error_code: str = ""
+    result: ObjectRef | None = None
+    scores: list = field(default_factory=list)  # ProtocolScore messages, for the ranker
+
+    @classmethod
+    def from_proto(cls, job: scorer_pb2.Job) -> ScoringJob:
+        result = ObjectRef(job.result.bucket, job.result.key, job.result.sha256) \
+            if job.result.key else None
+        return cls(JOB_STATES.get(job.state, "queued"), progress_json(job.progress, "scoring"),
+                   job.error, job.error_code, result, list(job.scores))
+
+    def add_roc(self, result_json: bytes) -> None:
+        """ROC points from the result JSON where the job message carried none."""
+        document = json.loads(result_json)
+        # {"roc": {pid: [points]}} (mfr score's layout) or {"protocols": {pid: {"roc": [...]}}}
+        by_protocol = document.get("roc") or {}
+        protocols = document.get("protocols") or {}
+        for score in self.scores:
+            points = (by_protocol.get(score.protocol_id)
+                      or (protocols.get(score.protocol_id) or {}).get("roc") or [])
+            if not score.roc and isinstance(points, list):
+                score.roc.extend(types_pb2.RocPoint(
+                    far=float(p["far"]), tar=float(p["tar"]),
+                    threshold=float("-inf") if p.get("threshold") is None else float(p["threshold"]),
+                    exact=bool(p.get("exact", True)))
+                    for p in points if isinstance(p, dict))
+
+
+class ScorerClient:
+    def __init__(self, channel: grpc.Channel) -> None:
+        self.stub = scorer_pb2_grpc.ScorerServiceStub(channel)
+
+    def submit(self, job_id: str, testset_id: str, challenge_toml: str, features: ObjectRef,
+               *, inflight: Inflight) -> None:
+        unary("scorer", self.stub.SubmitJob, scorer_pb2.SubmitJobRequest(
+            job_id=job_id, testset_id=testset_id, challenge_toml=challenge_toml,
+            features=_ref(features)), timeout=120, inflight=inflight)
+
+    def watch(self, job_id: str, *, inflight: Inflight) -> Iterator[ScoringJob]:
+        request = scorer_pb2.GetJobRequest(job_id=job_id)
+        for job in stream("scorer", self.stub.WatchJob, request, inflight=inflight):
+            yield ScoringJob.from_proto(job)
+
+    def get(self, job_id: str, *, inflight: Inflight | None = None) -> ScoringJob:
+        return ScoringJob.from_proto(unary("scorer", self.stub.GetJob,
+                                           scorer_pb2.GetJobRequest(job_id=job_id), timeout=30,
+                                           inflight=inflight))
+
+    def cancel(self, job_id: str) -> None:
+        unary("scorer", self.stub.CancelJob, scorer_pb2.GetJobRequest(job_id=job_id), timeout=10)
+
+
+class RankerClient:
+    def __init__(self, channel: grpc.Channel, admin_token: str) -> None:
+        self.stub = ranker_pb2_grpc.RankerServiceStub(channel)
+        self.admin_token = admin_token  # the ranker records results only for its holders
+
+    def record_result(self, submission_id: str, scores: list, model_size_mb: float,
+                      latency_ms: float, *, inflight: Inflight) -> None:
+        unary("ranker", self.stub.RecordResult, ranker_pb2.RecordResultRequest(
+            submission_id=submission_id, scores=scores, model_size_mb=model_size_mb,
+            latency_ms=latency_ms), timeout=60, inflight=inflight,
+            metadata=(("authorization", f"Bearer {self.admin_token}"),))
+
+
+@dataclass
+class Peers:
+    validator: ValidatorClient
+    embedder: EmbedderClient
+    scorer: ScorerClient
+    ranker: RankerClient
+
+    @classmethod
+    def connect(cls, channels: dict[str, grpc.Channel], admin_token: str) -> Peers:
+        return cls(ValidatorClient(channels["validator"]), EmbedderClient(channels["embedder"]),
+                   ScorerClient(channels["scorer"]), RankerClient(channels["ranker"], admin_token))

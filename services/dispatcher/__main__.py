@@ -1,0 +1,5 @@
+"""``python -m services.dispatcher``: run the dispatcher."""
+
+from services.dispatcher.server import main
+
+main()

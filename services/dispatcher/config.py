@@ -1,0 +1,46 @@
+"""The dispatcher's settings (environment, prefix ``MFR_``; its own knobs ``MFR_DISPATCH_*``)."""
+
+from __future__ import annotations
+
+from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt
+
+from mfr.settings import (
+    GRPC_PORTS,
+    METRICS_PORTS,
+    AdminSettings,
+    ChallengeSettings,
+    DatabaseSettings,
+    Env,
+    PeerSettings,
+    ServiceSettings,
+    StorageSettings,
+    TestSetSettings,
+)
+
+
+class DispatchTuning(Env):
+    """How submissions are claimed and retried (what the dispatch loop reads)."""
+
+    #: Submissions one dispatcher drives at once (one thread each).
+    dispatch_workers: PositiveInt = 2
+    #: A claim lapses this long after its last renewal (renewed every third of it); then
+    #: another dispatcher takes the submission over.
+    dispatch_lease_s: PositiveFloat = 60.0
+    #: Polling of the queue when no notification arrives (NOTIFY wakes it at once).
+    dispatch_poll_s: PositiveFloat = 2.0
+    #: Claims of one submission before a transient failure becomes its final one.
+    dispatch_max_attempts: int = Field(8, ge=1, le=1000)
+    #: Exponential back-off between attempts, with full jitter, capped.
+    dispatch_backoff_base_s: NonNegativeFloat = 2.0
+    dispatch_backoff_max_s: NonNegativeFloat = 300.0
+    #: Longest wait for a validation, and for an embedding, before the call is retried.
+    dispatch_validate_timeout_s: PositiveFloat = 1800.0
+    dispatch_embed_timeout_s: PositiveFloat = 6 * 3600.0
+
+
+class DispatcherSettings(ServiceSettings, DatabaseSettings, StorageSettings, PeerSettings,
+                         ChallengeSettings, TestSetSettings, AdminSettings, DispatchTuning):
+    """``MFR_ADMIN_TOKEN`` is required: the ranker records results only for its holders."""
+
+    grpc_port: int = GRPC_PORTS["dispatcher"]
+    metrics_port: int = METRICS_PORTS["dispatcher"]

@@ -1,0 +1,51 @@
+"""Wiring of the dispatcher: database pool, peers, the dispatch loop; gRPC health only.
+
+Ready (SERVING) once the database answers; then the dispatch threads start.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from mfr.challenge import served_challenge
+from mfr.db.pool import ping, pool_from_settings
+from mfr.logs import get_logger
+from mfr.records.leases import Leases
+from mfr.rpc.client import channel
+from mfr.rpc.peers import Peers
+from mfr.rpc.process import Process, serve
+from mfr.storage import ObjectStore
+from services.dispatcher.config import DispatcherSettings
+from services.dispatcher.dispatcher import Dispatcher
+from services.dispatcher.stages import StageContext, Stages
+
+log = get_logger("services.dispatcher")
+PEERS = ("validator", "embedder", "scorer", "ranker")
+
+
+def build(settings: DispatcherSettings) -> Process:
+    _, challenge_toml = served_challenge(settings.challenge)
+    testset_id = settings.served_testset_id()
+    if not testset_id:
+        log.warning("no test set: set MFR_TESTSET (a test-set folder) or MFR_TESTSET_ID")
+    channels = {name: channel(getattr(settings, f"{name}_addr")) for name in PEERS}
+    pool = pool_from_settings(settings, name="dispatcher")
+    pool.open(wait=False)
+    leases = Leases(pool, f"{socket.gethostname()}:{os.getpid()}", settings.dispatch_lease_s)
+    peers = Peers.connect(channels, settings.admin_token.get_secret_value())
+    stages = Stages(StageContext(leases, ObjectStore.from_settings(settings), peers,
+                                 challenge_toml, testset_id, settings.dispatch_validate_timeout_s,
+                                 settings.dispatch_embed_timeout_s))
+
+    def close() -> None:
+        for ch in channels.values():
+            ch.close()
+        pool.close()
+
+    return Process(ready=lambda: ping(pool), background=[Dispatcher(leases, stages, settings)],
+                   on_stop=close)
+
+
+def main() -> None:
+    serve("dispatcher", DispatcherSettings, build)

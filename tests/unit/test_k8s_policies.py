@@ -1,0 +1,161 @@
+"""NetworkPolicies start from deny-all and open only the flows of docs/architecture.md;
+images run as non-root; every workload reads what the stack serves."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+
+from tests.unit.k8s_support import (
+    CHALLENGE_RENDERINGS,
+    GATEWAY_PORT,
+    GRPC_HEALTH_PORTS,
+    K8S,
+    POLICY_RENDERINGS,
+    REPO,
+    _containers,
+    _env,
+    _named,
+    _of_kind,
+    _pod_spec,
+    _selects,
+    requires_kubectl,
+)
+
+# --- network policies ----------------------------------------------------------------------
+
+def test_network_policy_component_starts_with_deny_all() -> None:
+    component = K8S / "components" / "network-policy"
+    first = yaml.safe_load((component / "kustomization.yaml").read_text())["resources"][0]
+    policies = list(yaml.safe_load_all((component / first).read_text()))
+    assert len(policies) == 1
+    policy = policies[0]
+    assert policy["kind"] == "NetworkPolicy"
+    assert policy["spec"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+
+
+def _ingress_sources(policies: list[dict], pod_labels: dict[str, str], port: int) -> list[dict]:
+    """The `from` peers allowed to reach a pod on a port ([{}] means anyone)."""
+    sources: list[dict] = []
+    for policy in policies:
+        spec = policy["spec"]
+        if "Ingress" not in spec.get("policyTypes", []) or not _selects(spec["podSelector"], pod_labels):
+            continue
+        for rule in spec.get("ingress", []):
+            ports = rule.get("ports")
+            if ports and not any(p["port"] <= port <= p.get("endPort", p["port"]) for p in ports):
+                continue
+            sources += rule.get("from", [{}])
+    return sources
+
+
+@requires_kubectl
+@pytest.mark.parametrize("name", sorted(POLICY_RENDERINGS))
+def test_network_policies_open_only_the_architectures_flows(name: str, render) -> None:
+    docs = render(name)
+    policies = _of_kind(docs, "NetworkPolicy")
+    deny_all = [p for p in policies
+                if p["spec"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}]
+    assert len(deny_all) == 1
+    pods = {w["metadata"]["name"]: w["spec"]["template"]["metadata"]["labels"]
+            for w in _of_kind(docs, "Deployment")}
+
+    def callers(workload: str, port: int) -> set[str]:
+        """Platform workloads (or "anyone", "ranker-client") allowed to connect."""
+        allowed = set()
+        for peer in _ingress_sources(policies, pods[workload], port):
+            if not peer:
+                allowed.add("anyone")
+            elif "namespaceSelector" in peer:
+                if peer.get("podSelector", {}).get("matchLabels") == {"mfr.io/ranker-client": "true"}:
+                    allowed.add("ranker-client")
+                else:
+                    allowed.add("other-namespace")
+            else:
+                allowed |= {n for n, labels in pods.items() if _selects(peer["podSelector"], labels)}
+        return allowed
+
+    assert callers("gateway", GATEWAY_PORT) == {"anyone"}
+    for workload in ("validator", "embedder", "scorer"):
+        assert callers(workload, GRPC_HEALTH_PORTS[workload]) == {"gateway", "dispatcher"}
+    assert callers("ranker", GRPC_HEALTH_PORTS["ranker"]) == {
+        "gateway", "dispatcher", "ranker-client"}
+    for workload in ("scorer-worker", "dispatcher"):
+        assert callers(workload, GRPC_HEALTH_PORTS[workload]) == set()
+
+
+DATABASE_USERS = {"scorer", "scorer-worker", "ranker", "gateway", "dispatcher"}
+NO_DATABASE = {"validator", "embedder"}  # they read and write S3 only
+
+
+def _egress_ports(policies: list[dict], pod_labels: dict[str, str]) -> set[int]:
+    ports: set[int] = set()
+    for policy in policies:
+        spec = policy["spec"]
+        if "Egress" in spec.get("policyTypes", []) and _selects(spec["podSelector"], pod_labels):
+            for rule in spec.get("egress", []):
+                ports |= {p["port"] for p in rule.get("ports", [])}
+    return ports
+
+
+@requires_kubectl
+@pytest.mark.parametrize("name", sorted(POLICY_RENDERINGS))
+def test_only_the_workloads_that_use_the_database_get_its_secret_and_its_port(
+        name: str, render) -> None:
+    docs = render(name)
+    policies = _of_kind(docs, "NetworkPolicy")
+    for workload, deployment in _named(docs, "Deployment").items():
+        # Generated secrets carry a content hash (mfr-database-d9tmfh9cg5): compare the name.
+        secrets = {re.sub(r"-[a-z0-9]{10}$", "", v["valueFrom"]["secretKeyRef"]["name"])
+                   for c in _containers(deployment)
+                   for v in c.get("env", []) if "secretKeyRef" in v.get("valueFrom", {})}
+        ports = _egress_ports(policies, deployment["spec"]["template"]["metadata"]["labels"])
+        if workload in NO_DATABASE:
+            assert "mfr-database" not in secrets and 5432 not in ports, workload
+            assert 9000 in ports, f"{workload} needs S3"
+        elif workload in DATABASE_USERS:
+            assert "mfr-database" in secrets and 5432 in ports, workload
+
+
+# --- container images ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.gpu"])
+def test_images_run_as_non_root_without_build_tools(dockerfile: str) -> None:
+    text = (REPO / dockerfile).read_text()
+    stages = re.split(r"^FROM ", text, flags=re.MULTILINE)[1:]
+    assert len(stages) >= 2, "multi-stage build"
+    runtime = stages[-1]
+    assert "COPY --from=builder /opt/venv /opt/venv" in runtime
+    assert re.search(r"^USER 10001", runtime, flags=re.MULTILINE)
+    assert 'ENTRYPOINT ["mfr"]' in runtime
+    assert "WORKDIR /app" in runtime
+    assert not re.search(r"build-essential|\bgcc\b|\bg\+\+|-dev\b", runtime)
+
+
+def test_every_deployment_reads_the_served_challenge_only_with_the_challenge_component(
+        rendering) -> None:
+    name, docs = rendering
+    config_maps = _named(docs, "ConfigMap")
+    challenge_maps = [n for n in config_maps if n.startswith("mfr-challenge")]
+    for workload, deployment in _named(docs, "Deployment").items():
+        container = _pod_spec(deployment)["containers"][0]
+        served = _env(container, docs).get("MFR_CHALLENGE")
+        if name not in CHALLENGE_RENDERINGS:
+            assert served is None, workload
+            continue
+        assert served == "/etc/mfr/challenge/challenge.toml", workload
+        mounts = {m["name"]: m for m in container["volumeMounts"]}
+        assert mounts["challenge"]["mountPath"] == "/etc/mfr/challenge"
+        volumes = {v["name"]: v for v in _pod_spec(deployment)["volumes"]}
+        assert volumes["challenge"]["configMap"]["name"] in challenge_maps
+    if name in CHALLENGE_RENDERINGS:
+        (generated,) = challenge_maps
+        assert 'id = "mfr-ongoing"' in config_maps[generated]["data"]["challenge.toml"]
+
+
+def test_the_dispatcher_is_told_which_test_set_to_use(rendering) -> None:
+    _, docs = rendering
+    dispatcher = _named(docs, "Deployment")["dispatcher"]
+    assert "MFR_TESTSET_ID" in _env(_pod_spec(dispatcher)["containers"][0], docs)
