@@ -60,7 +60,7 @@ def test_no_file_over_400_lines_and_no_function_over_80():
         if not path.endswith(".py"):
             continue
         for node in ast.walk(ast.parse(text)):
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                if node.end_lineno - node.lineno + 1 > 80:
-                    long_functions.append(f"{path}:{node.lineno} {node.name}")
+            is_function = isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+            if is_function and node.end_lineno - node.lineno + 1 > 80:
+                long_functions.append(f"{path}:{node.lineno} {node.name}")
     assert long_files == [] and long_functions == []
