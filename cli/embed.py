@@ -1,8 +1,12 @@
 """``mfr embed --model MODEL --testset TESTSET --out F.npy``: a feature matrix, offline.
 
-    mfr embed --model M.onnx --testset DIR --out F.npy [--batch-size auto|N]
-              [--threads N] [--device auto|cpu|cuda] [--mean M --std S]
+    mfr embed --model M.onnx --testset DIR --out F.npy [--challenge C.toml]
+              [--batch-size N] [--runtime R] [--threads N] [--mean M --std S]
               [--shards 0,3,7] [--parts DIR] [--keep-parts] [--json]
+
+The runtime and the batch size are the challenge's (``[embedding]``; the
+built-in challenge: onnxruntime on the CPU, batches of 32), so the features are
+bit for bit those the platform's embedder workers compute.
 
 Input normalisation defaults to what the validator reports for the model
 (from node names, like the reference checker); ``--mean/--std`` override it.
@@ -22,6 +26,7 @@ from pathlib import Path
 import click
 
 from cli.errors import reports_errors
+from mfr.challenge import RUNTIMES
 from mfr.errors import InvalidInput
 
 
@@ -33,19 +38,6 @@ def _shard_list(text: str | None) -> list[int] | None:
     except ValueError:
         raise InvalidInput(f"--shards takes indices like 0,3,7, got {text!r}",
                            code="usage") from None
-
-
-def _batch(text: str) -> int | None:
-    if text == "auto":
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise InvalidInput(f"--batch-size takes 'auto' or a positive integer, got {text!r}",
-                           code="usage")
-    return value
 
 
 def detect_normalisation(model: bytes) -> tuple[float, float]:
@@ -83,12 +75,14 @@ class _Ticker:
               type=click.Path(file_okay=False, path_type=Path), help="Test-set folder.")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Feature matrix to write (.npy, float32 [N, D]).")
-@click.option("--batch-size", "batch_text", default="auto", show_default=True,
-              help="Images per inference call; 'auto' measures a few and picks the fastest.")
+@click.option("--challenge", "challenge_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Challenge TOML whose [embedding] to follow (default: built-in).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Images per inference call (default: the challenge's).")
+@click.option("--runtime", type=click.Choice(RUNTIMES), default=None,
+              help="The runtime (default: the challenge's).")
 @click.option("--threads", type=int, default=None,
               help="CPU intra-op threads (default: the physical cores available).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-              show_default=True, help="auto: CUDA when onnxruntime has it, else CPU.")
 @click.option("--mean", type=float, default=None, help="Pixel mean (default: as validated).")
 @click.option("--std", type=float, default=None, help="Pixel std (default: as validated).")
 @click.option("--shards", "shards_text", default=None,
@@ -98,41 +92,43 @@ class _Ticker:
 @click.option("--keep-parts", is_flag=True, help="Keep the parts folder after assembling.")
 @click.option("--json", "as_json", is_flag=True, help="Print a summary as one JSON document.")
 @reports_errors
-def embed(model_path: Path, testset_path: Path, out: Path, batch_text: str,
-          threads: int | None, device: str, mean: float | None, std: float | None,
-          shards_text: str | None, parts_dir: Path | None, keep_parts: bool,
-          as_json: bool) -> None:
+def embed(model_path: Path, testset_path: Path, out: Path, challenge_path: Path | None,
+          batch_size: int | None, runtime: str | None, threads: int | None,
+          mean: float | None, std: float | None, shards_text: str | None,
+          parts_dir: Path | None, keep_parts: bool, as_json: bool) -> None:
     """Embed a test set with a model into a feature matrix."""
+    from mfr.challenge import load_challenge
     from mfr.logs import configure_logging
     from mfr.testset.format import TestSet
     from services.embedder.embedding import assemble, embed_testset, model_sha256
     from services.embedder.parts import LocalParts
-    from services.embedder.runtime import Runner, load_model_bytes
+    from services.embedder.runtime import load_model_bytes, open_runtime
 
     configure_logging("console", "WARNING")
     if (mean is None) != (std is None):
         raise InvalidInput("give both --mean and --std, or neither", code="usage")
     if std is not None and std == 0:
         raise InvalidInput("--std must not be 0", code="usage")
-    batch_size = _batch(batch_text)
+    embedding = load_challenge(challenge_path).embedding
+    batch_size = batch_size or embedding.batch_size
     shards = _shard_list(shards_text)
     testset = TestSet(testset_path)
     model = load_model_bytes(model_path)
     if mean is None:
         mean, std = detect_normalisation(model)
-    runner = Runner(model, device=device, threads=threads)
+    runner = open_runtime(model, runtime or embedding.runtime, threads)
     out.parent.mkdir(parents=True, exist_ok=True)
     parts = LocalParts(parts_dir or out.with_name(out.name + ".parts"))
     started = time.perf_counter()
-    summary = embed_testset(runner, model_sha256(model), testset, parts, mean, std,
-                            shards=shards, batch_size=batch_size, progress=_Ticker())
+    summary = embed_testset(runner, model_sha256(model), testset, parts, mean, std, batch_size,
+                            shards=shards, progress=_Ticker())
     result = {
         "testset_id": testset.id,
         "model_sha256": model_sha256(model),
         "input_mean": mean,
         "input_std": std,
-        **runner.info.as_dict(),
-        "batch_size": summary.batch_size or None,
+        "runtime": runner.info.as_dict(),
+        "batch_size": batch_size,
         "shards_embedded": len(summary.shards_embedded),
         "shards_skipped": len(summary.shards_skipped),
         "images_embedded": summary.images_embedded,
@@ -154,7 +150,7 @@ def embed(model_path: Path, testset_path: Path, out: Path, batch_text: str,
         click.echo(f"wrote {out}: {testset.images} x {result['feature_dim']} float32 "
                    f"({result['shards_embedded']} shards embedded, "
                    f"{result['shards_skipped']} resumed; {summary.images_per_s:.1f} images/s, "
-                   f"{runner.info.device}, batch {summary.batch_size or '-'})")
+                   f"{runner.info.name} on {runner.info.device}, batch {batch_size})")
         if bad_rows:
             click.echo(f"warning: {bad_rows} row(s) have a NaN, Inf or zero feature; they are "
                        "kept and can never be accepted", err=True)

@@ -12,6 +12,7 @@ from cli.errors import reports_errors
 ENTRY_POINTS = {
     "validator": "services.validator.server",
     "embedder": "services.embedder.server",
+    "embedder-worker": "services.embedder.worker.server",
     "scorer": "services.scorer.server",
     "scorer-worker": "services.scorer.worker.server",
     "ranker": "services.ranker.server",

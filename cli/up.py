@@ -22,9 +22,11 @@ from mfr.settings import GATEWAY_PORT
               type=click.Path(file_okay=False, path_type=Path))
 @click.option("--scorers", default=1, show_default=True, type=click.IntRange(0, 64),
               help="Scorer worker processes.")
+@click.option("--embedders", default=1, show_default=True, type=click.IntRange(0, 64),
+              help="Embedder worker processes (they share one submission's shards).")
 def up(challenge: Path | None, testset: Path | None, gateway_port: int, state_dir: Path,
-       scorers: int) -> None:
-    """Start PostgreSQL, S3, the four services and the gateway; stop them all on Ctrl-C.
+       scorers: int, embedders: int) -> None:
+    """Start PostgreSQL, S3, the services, their workers and the gateway; stop all on Ctrl-C.
 
     MFR_DATABASE_URL and MFR_S3_ENDPOINT (+ MFR_S3_ACCESS_KEY, MFR_S3_SECRET_KEY)
     use external servers (e.g. MinIO) instead of the embedded ones.
@@ -39,7 +41,7 @@ def up(challenge: Path | None, testset: Path | None, gateway_port: int, state_di
         click.echo(line, err=True)
 
     config = StackConfig.from_env(state_dir, gateway_port=gateway_port, scorers=scorers,
-                                  challenge=challenge, testset=testset)
+                                  embedders=embedders, challenge=challenge, testset=testset)
     stack = Stack(config, say=say)
     code = 0
     try:

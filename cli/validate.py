@@ -49,7 +49,7 @@ def validate(model: Path, track_id: str, challenge_path: Path | None,
         options=settings.options(),
     )
     validator.calibrator.on_measure = lambda text: click.echo(f"{text} ...", err=True)
-    report = validator.validate(model, track)
+    report = validator.validate(model, track, batch_sizes=challenge.embedding.batch_sizes)
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
     else:

@@ -56,6 +56,31 @@ class Protocol:
         return _fraction_text(self.far)
 
 
+RUNTIMES = ("onnxruntime-cpu", "onnxruntime-cuda", "torch-cuda", "torch-cpu")
+
+
+@dataclass(frozen=True)
+class Embedding:
+    """How every submission of the challenge is embedded (``[embedding]`` in the TOML).
+
+    One runtime for the whole challenge, so a leaderboard never mixes runtimes.
+    Every batch the embedder runs has ``batch_size`` images (a short last batch is
+    padded); after running out of memory a shard is retried at half the size, down
+    to 1. Those sizes, :attr:`batch_sizes`, are the ones the validator runs.
+    """
+
+    runtime: str = "onnxruntime-cpu"
+    batch_size: int = 32
+
+    @property
+    def batch_sizes(self) -> tuple[int, ...]:
+        sizes, size = [], self.batch_size
+        while size >= 1:
+            sizes.append(size)
+            size //= 2
+        return tuple(sizes)
+
+
 @dataclass(frozen=True)
 class Challenge:
     id: str
@@ -68,6 +93,7 @@ class Challenge:
     closes: datetime | None = None
     timezone: str = "UTC"
     source: str = ""
+    embedding: Embedding = field(default_factory=Embedding)
 
     def track(self, track_id: str) -> Track:
         for track in self.tracks:
@@ -111,6 +137,19 @@ def _utc(value: object, what: str) -> datetime | None:
     if not isinstance(value, datetime):
         raise InvalidInput(f"{what}: expected a date-time, got {value!r}", code="challenge_invalid")
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _embedding(table: dict) -> Embedding:
+    runtime = table.get("runtime", Embedding.runtime)
+    if runtime not in RUNTIMES:
+        raise InvalidInput(f"embedding.runtime must be one of {', '.join(RUNTIMES)}, "
+                           f"got {runtime!r}", code="challenge_invalid")
+    size = table.get("batch_size", Embedding.batch_size)
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 1024 \
+            or size & (size - 1):
+        raise InvalidInput(f"embedding.batch_size must be a power of two from 1 to 1024, "
+                           f"got {size!r}", code="challenge_invalid")
+    return Embedding(runtime, size)
 
 
 def parse_challenge(data: dict, source: str = "") -> Challenge:
@@ -173,6 +212,7 @@ def parse_challenge(data: dict, source: str = "") -> Challenge:
             closes=_utc(data.get("closes"), "closes"),
             timezone=str(data.get("timezone", "UTC")),
             source=source,
+            embedding=_embedding(data.get("embedding", {})),
         )
     except KeyError as exc:
         raise InvalidInput(f"challenge {source}: missing key {exc}", code="challenge_invalid") from None

@@ -89,14 +89,21 @@ def _call_soon(loop: asyncio.AbstractEventLoop, function: Callable, *args: Any) 
         pass
 
 
+#: deadline(task_name, task_kwargs) -> seconds the task may run (None: no limit). Past it
+#: the task is abandoned and counted as a failure, even if its worker still sends heartbeats.
+Deadline = Callable[[str, dict], float | None]
+
+
 @dataclass(frozen=True)
 class QueueSpec:
-    """One queue: its name, the priority of each task, the handlers and the failure hook."""
+    """What a worker drains: its queues, the default priority of each task, the handlers,
+    the failure hook and the tasks' deadlines."""
 
-    queue: str
+    queues: tuple[str, ...]
     priority: dict[str, int]
     handlers: dict[str, Handler]
     on_failure: FailureHook
+    deadline: Deadline = lambda _task, _kwargs: None
 
 
 def worker_app(database_url: str, spec: QueueSpec, retry_wait_s: int, pool_size: int = 4) -> App:
@@ -107,12 +114,14 @@ def worker_app(database_url: str, spec: QueueSpec, retry_wait_s: int, pool_size:
     def register(task_name: str, handler: Handler) -> None:
         async def run(**kwargs: Any) -> None:
             abandoned = threading.Event()
+            limit = spec.deadline(task_name, kwargs)
             try:
-                await on_thread(handler, abandoned, task_name, **kwargs)
+                await asyncio.wait_for(on_thread(handler, abandoned, task_name, **kwargs), limit)
             except (asyncio.CancelledError, GiveUp):
                 raise
             except Exception as exc:
-                reason = f"{type(exc).__name__}: {exc}"
+                reason = (f"no result within its deadline of {limit:g} s (the worker lives on)"
+                          if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}")
                 log.warning("task failed", task=task_name, error=reason, **kwargs)
                 gave_up = await on_thread(lambda _a: spec.on_failure(task_name, kwargs, reason),
                                           threading.Event(), f"{task_name}-failure")
@@ -120,7 +129,7 @@ def worker_app(database_url: str, spec: QueueSpec, retry_wait_s: int, pool_size:
                     raise GiveUp(reason) from exc
                 raise
 
-        app.task(name=task_name, queue=spec.queue, priority=spec.priority[task_name],
+        app.task(name=task_name, queue=spec.queues[0], priority=spec.priority[task_name],
                  retry=retry)(run)
 
     for task_name, handler in spec.handlers.items():
@@ -128,12 +137,14 @@ def worker_app(database_url: str, spec: QueueSpec, retry_wait_s: int, pool_size:
     return app
 
 
-async def reap_stalled(app: App, queue: str, stalled_s: float, on_failure: FailureHook) -> int:
+async def reap_stalled(app: App, queues: tuple[str, ...], stalled_s: float,
+                       on_failure: FailureHook) -> int:
     """Hand back the tasks of workers silent for ``stalled_s`` (killed, frozen, lost);
     each counts as a failure of its task. Returns how many were handed back."""
     handed_back = 0
-    for task in await app.job_manager.get_stalled_jobs(queue=queue,
-                                                       seconds_since_heartbeat=stalled_s):
+    stalled = [task for queue in queues for task in await app.job_manager.get_stalled_jobs(
+        queue=queue, seconds_since_heartbeat=stalled_s)]
+    for task in stalled:
         try:
             await app.job_manager.retry_job(task)
         except queue_errors.ConnectorException:
@@ -164,7 +175,7 @@ class QueueWorker:
         self.name = name
         self.timing = timing
         self.grace_s = grace_s  # a running task's time to finish at shutdown
-        self._thread = threading.Thread(target=self._run, name=f"{spec.queue}-worker", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="queue-worker", daemon=True)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._started = threading.Event()
@@ -191,7 +202,7 @@ class QueueWorker:
         self._started.set()
         async with self.app.open_async():
             worker = asyncio.create_task(self.app.run_worker_async(
-                queues=[self.spec.queue], name=self.name, concurrency=1,
+                queues=list(self.spec.queues), name=self.name, concurrency=1,
                 install_signal_handlers=False,
                 shutdown_graceful_timeout=self.grace_s,
                 update_heartbeat_interval=self.timing.heartbeat_s,
@@ -213,7 +224,7 @@ class QueueWorker:
         while True:
             await asyncio.sleep(self.timing.reap_every_s)
             try:
-                await reap_stalled(self.app, self.spec.queue, self.timing.stalled_s,
+                await reap_stalled(self.app, self.spec.queues, self.timing.stalled_s,
                                    self.spec.on_failure)
             except Exception as exc:  # noqa: BLE001 - the next round may succeed
                 log.warning("reaping stalled tasks failed", error=str(exc))

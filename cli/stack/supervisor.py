@@ -101,6 +101,7 @@ class StackConfig:
     state_dir: Path
     gateway_port: int = GATEWAY_PORT
     scorers: int = 1
+    embedders: int = 1
     challenge: Path | None = None
     testset: Path | None = None
     synth_scale: float = DEFAULT_SYNTH_SCALE
@@ -242,18 +243,14 @@ class Stack:
             address = f"127.0.0.1:{ports[name]}"
             self.children.append(Child(name, [*base, name], env, ("grpc", address)))
             self.addresses[name] = f"grpc://{address}"
-        workers = self.config.scorers
         # Share the cores: N workers each using every core would oversubscribe them.
-        threads = max(1, usable_cpus() // max(1, workers))
-        for index in range(workers):
-            env = {"MFR_GRPC_PORT": str(free_port()), "MFR_METRICS_PORT": str(free_port()),
-                   "MFR_WORKER_NAME": f"scorer-worker-{index}",
-                   "MFR_SCORER_THREADS": os.environ.get("MFR_SCORER_THREADS", str(threads))}
-            # SIGKILL when orphaned: a worker's graceful stop waits on PostgreSQL, which died
-            # with the supervisor; a tile in flight is handed back by the queue's lease anyway.
-            self.children.append(Child(f"scorer-worker-{index}", [*base, "scorer-worker"], env,
-                                       ("grpc", f"127.0.0.1:{env['MFR_GRPC_PORT']}"),
-                                       death_signal=signal.SIGKILL))
+        for kind, count, threads_variable in (("scorer", self.config.scorers, "MFR_SCORER_THREADS"),
+                                              ("embedder", self.config.embedders,
+                                               "MFR_EMBEDDER_THREADS")):
+            threads = max(1, usable_cpus() // max(1, count))
+            for index in range(count):
+                self._worker(f"{kind}-worker", index, {
+                    threads_variable: os.environ.get(threads_variable, str(threads))})
         env = {"MFR_GRPC_PORT": str(free_port()), "MFR_METRICS_PORT": str(free_port())}
         self.children.append(Child("dispatcher", [*base, "dispatcher"], env,
                                    ("grpc", f"127.0.0.1:{env['MFR_GRPC_PORT']}")))
@@ -262,6 +259,17 @@ class Stack:
                                    {"MFR_GATEWAY_PORT": str(self.config.gateway_port)},
                                    ("http", f"{gateway_url}/healthz")))
         self.addresses["gateway"] = gateway_url
+
+    def _worker(self, kind: str, index: int, env: dict[str, str]) -> None:
+        """A queue worker: ``kind-index`` in logs and in the tables' ``done_by``."""
+        env = {"MFR_GRPC_PORT": str(free_port()), "MFR_METRICS_PORT": str(free_port()),
+               "MFR_WORKER_NAME": f"{kind}-{index}", **env}
+        # SIGKILL when orphaned: a worker's graceful stop waits on PostgreSQL, which died
+        # with the supervisor; a task in flight is handed back by the queue's lease anyway.
+        self.children.append(Child(f"{kind}-{index}", [sys.executable, "-m", "cli.main", "serve",
+                                                        kind], env,
+                                   ("grpc", f"127.0.0.1:{env['MFR_GRPC_PORT']}"),
+                                   death_signal=signal.SIGKILL))
 
     def _spawn(self, child: Child) -> None:
         with open(self.state_dir / "logs" / f"{child.name}.log", "ab") as log:

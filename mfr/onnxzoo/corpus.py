@@ -15,6 +15,7 @@ from pathlib import Path
 from mfr.onnxzoo.hostile import (
     FEATURE_DIM,
     batch_mean,
+    batch_trap,
     double_input,
     external_data,
     feature_1d,
@@ -150,5 +151,7 @@ CASES: list[Case] = [
          errors=("graph_too_small", "weight_dtype", "feature_dim")),
     # isolation
     Case("timeout", "model.onnx", hang, errors=("timeout",), wall_seconds=4.0),
+    # works at the checker's batch sizes (1, 32), hangs at the embedder's others
+    Case("timeout_batch_trap", "model.onnx", batch_trap, errors=("timeout",), wall_seconds=6.0),
     Case("resource_limit", "model.onnx", memory_hog, errors=("resource_limit",), memory_gib=1.5),
 ]

@@ -220,11 +220,8 @@ def fixed_reshape() -> bytes:
     return _model(g, batch=1)
 
 
-def hang() -> bytes:
-    """A Loop whose trip count comes from the input's shape: runs for ever at run time."""
-    g = GraphBuilder(0)
-    n = g.node("Gather", [g.node("Shape", ["input"]), g.constant("zero", np.array(0, np.int64))])
-    trips = g.node("Mul", [n, g.constant("many", np.array(10**15, np.int64))])
+def _busy_loop(g: GraphBuilder, trips: str) -> str:
+    """A Loop of ``trips`` (int64 scalar) do-nothing iterations; its output is 0.0 (float)."""
     keep_going = g.node("Constant", [], value=helper.make_tensor("t", TensorProto.BOOL, [], [True]))
     start = g.node("Constant", [], value=helper.make_tensor("v", TensorProto.FLOAT, [], [0.0]))
     scalar = [helper.make_tensor_value_info(n, t, []) for n, t in (
@@ -239,19 +236,67 @@ def hang() -> bytes:
         [helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])],
     )  # fmt: skip
     count = g.node("Loop", [trips, keep_going, start], body=body)
-    nothing = g.node("Mul", [count, g.constant("nothing", np.array(0.0, np.float32))])
-    _head(g, tiny_trunk(g, g.node("Add", ["input", nothing])))
+    return g.node("Mul", [count, g.constant("nothing", np.array(0.0, np.float32))])
+
+
+def _batch_size(g: GraphBuilder) -> str:
+    return g.node("Gather", [g.node("Shape", ["input"]), g.constant("zero", np.array(0, np.int64))])
+
+
+def hang() -> bytes:
+    """A Loop whose trip count comes from the input's shape: runs for ever at run time."""
+    g = GraphBuilder(0)
+    trips = g.node("Mul", [_batch_size(g), g.constant("many", np.array(10**15, np.int64))])
+    _head(g, tiny_trunk(g, g.node("Add", ["input", _busy_loop(g, trips)])))
     return _model(g)
 
 
-def memory_hog() -> bytes:
-    """Allocates batch x 2.4 GB at run time: more than the corpus's 1.5 GB limit, less
-    than the machine has, so only the validator's memory limit stops it."""
+def batch_trap() -> bytes:
+    """Correct at batch 1 and 32, the sizes the reference checker runs; at any other batch
+    size a Loop of 10**12 empty iterations (hours) before the answer."""
     g = GraphBuilder(0)
-    blowup = _const(g, "blowup", 1, 125, 128, 1)
+    n = _batch_size(g)
+    one, thirty_two = (g.constant(name, np.array(v, np.int64))
+                       for name, v in (("one", 1), ("thirty_two", 32)))
+    off = g.node("Mul", [g.node("Sub", [n, one]), g.node("Sub", [n, thirty_two])])
+    hit = g.node("Min", [g.node("Mul", [off, off]), one])  # 0 at sizes 1 and 32, else 1
+    trips = g.node("Mul", [hit, g.constant("many", np.array(10**12, np.int64))])
+    _head(g, tiny_trunk(g, g.node("Add", ["input", _busy_loop(g, trips)])))
+    return _model(g)
+
+
+def memory_hog(per_image_mb: int = 2400) -> bytes:
+    """Allocates about ``per_image_mb`` per image of the batch at run time. The default,
+    2.4 GB, is more than the corpus's 1.5 GB limit, less than the machine has, so only the
+    validator's memory limit stops it."""
+    g = GraphBuilder(0)
+    blowup = _const(g, "blowup", 1, max(1, round(per_image_mb / 19.27)), 128, 1)
     big = g.node("ConstantOfShape", [g.node("Mul", [g.node("Shape", ["input"]), blowup])])
     peak = g.node("ReduceMax", [big], keepdims=0)
     _head(g, tiny_trunk(g, g.node("Add", ["input", peak])))
+    return _model(g)
+
+
+def nan_on_dark_images() -> bytes:
+    """Correct features for bright images, NaN rows for dark ones: sqrt(mean pixel - c)."""
+    g = GraphBuilder(0)
+    y = g.gemm(tiny_trunk(g, "input"), _TAIL, FEATURE_DIM)
+    brightness = g.node("ReduceMean", ["input"], axes=[1, 2, 3], keepdims=0)
+    gate = g.node("Sqrt", [g.node("Sub", [brightness, g.constant("c", np.array(-0.2,
+                                                                               np.float32))])])
+    g.node("Mul", [y, g.node("Unsqueeze", [gate, _const(g, "axis", 1)])], out="features")
+    return _model(g)
+
+
+def crash_on_bright_images() -> bytes:
+    """An index computed from the pixels: out of range (a runtime error) on bright images."""
+    g = GraphBuilder(0)
+    brightness = g.node("ReduceMax", ["input"], keepdims=0)
+    index = g.node("Cast", [g.node("Mul", [brightness, g.constant("ten", np.array(10.0,
+                                                                                   np.float32))])],
+                   to=TensorProto.INT64)
+    table = g.node("Gather", [g.constant("table", np.zeros(5, np.float32)), index])
+    _head(g, tiny_trunk(g, g.node("Add", ["input", table])))
     return _model(g)
 
 

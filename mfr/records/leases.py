@@ -39,7 +39,8 @@ _CLAIM = """
     FROM next WHERE s.id = next.id
     RETURNING s.id::text AS id, s.participant_id::text AS participant_id, s.track_id, s.state,
               s.run, s.attempts, s.upload_bucket, s.upload_key, s.upload_sha256, s.upload_size,
-              s.validation, s.model_key, s.features_key, s.model_size_mb, s.latency_ms
+              s.validation, s.model_key, s.model_sha256, s.features_key, s.model_size_mb,
+              s.latency_ms
 """
 
 
@@ -147,7 +148,10 @@ class Leases:
         return bool(released)
 
     def current_state(self, submission_id: str) -> str | None:
+        return (self.current(submission_id) or {}).get("state")
+
+    def current(self, submission_id: str) -> dict | None:
+        """The submission's state and run now (whoever holds it)."""
         with self.pool.connection() as conn:
-            row = conn.execute("SELECT state FROM submissions WHERE id = %s",
-                               (submission_id,)).fetchone()
-        return row["state"] if row else None
+            return conn.execute("SELECT state, run FROM submissions WHERE id = %s",
+                                (submission_id,)).fetchone()

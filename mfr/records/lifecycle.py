@@ -15,11 +15,11 @@ from mfr.records.states import PENDING
 
 # Everything a run produced; a re-run clears it and starts from the upload.
 _RERUN = ("UPDATE submissions SET state = 'queued', run = run + 1, validation = NULL,"
-          " model_key = NULL, features_key = NULL, scores = NULL, ranking_score = NULL,"
-          " ranking_exact = NULL, model_size_mb = NULL, latency_ms = NULL, error = NULL,"
-          " error_code = NULL, progress = NULL, result_key = NULL, scored_at = NULL,"
-          " lease_owner = NULL, lease_until = NULL, attempts = 0, next_attempt_at = NULL,"
-          " updated_at = now() WHERE id = %s")
+          " model_key = NULL, model_sha256 = NULL, features_key = NULL, embedding = NULL,"
+          " scores = NULL, ranking_score = NULL, ranking_exact = NULL, model_size_mb = NULL,"
+          " latency_ms = NULL, error = NULL, error_code = NULL, progress = NULL,"
+          " result_key = NULL, scored_at = NULL, lease_owner = NULL, lease_until = NULL,"
+          " attempts = 0, next_attempt_at = NULL, updated_at = now() WHERE id = %s")
 
 
 def cancel(pool: ConnectionPool, submission_id: str, by: str = "organiser") -> dict:

@@ -25,6 +25,9 @@ from mfr.validator.v1 import validator_pb2, validator_pb2_grpc
 JOB_STATES = {scorer_pb2.JOB_STATE_QUEUED: "queued", scorer_pb2.JOB_STATE_RUNNING: "running",
               scorer_pb2.JOB_STATE_DONE: "done", scorer_pb2.JOB_STATE_FAILED: "failed",
               scorer_pb2.JOB_STATE_CANCELLED: "cancelled"}
+EMBED_STATES = {embedder_pb2.JOB_STATE_QUEUED: "queued", embedder_pb2.JOB_STATE_RUNNING: "running",
+                embedder_pb2.JOB_STATE_DONE: "done", embedder_pb2.JOB_STATE_FAILED: "failed",
+                embedder_pb2.JOB_STATE_CANCELLED: "cancelled"}
 FINISHED = ("done", "failed", "cancelled")
 
 
@@ -50,6 +53,7 @@ class Verdict:
     model_size_mb: float
     latency_ms: float
     model_key: str
+    model_sha256: str  # of the model as stored for evaluation (batch made dynamic if needed)
 
 
 class ValidatorClient:
@@ -68,33 +72,60 @@ class ValidatorClient:
                                              always_print_fields_with_no_presence=True),
             ok=report.ok, errors=[(e.code, e.message) for e in report.errors],
             feature_dim=report.feature_dim, model_size_mb=report.model_size_mb,
-            latency_ms=report.latency_ms, model_key=reply.model.key or extracted.key)
+            latency_ms=report.latency_ms, model_key=reply.model.key or extracted.key,
+            model_sha256=reply.model.sha256 or report.model_sha256)
 
 
-@dataclass(frozen=True)
-class EmbedUpdate:
-    """One message of an embedding: progress, and on the last one where the features are."""
-
+@dataclass
+class EmbeddingJob:
+    state: str  # queued, running, done, failed, cancelled
     progress: dict
-    non_finite_rows: int
-    features_key: str = ""
+    error: str = ""
+    error_code: str = ""
+    features: ObjectRef | None = None
     feature_dim: int = 0
+    non_finite_rows: int = 0
+    runtime: dict = field(default_factory=dict)  # name, version, device, batch_size, ...
+
+    @classmethod
+    def from_proto(cls, job: embedder_pb2.Job) -> EmbeddingJob:
+        features = ObjectRef(job.features.bucket, job.features.key, job.features.sha256) \
+            if job.features.key else None
+        runtime = json_format.MessageToDict(job.runtime, preserving_proto_field_name=True) \
+            if job.HasField("runtime") else {}
+        progress = progress_json(job.progress, "embedding")
+        progress.update(shards_done=job.shards_done, shards_total=job.shards_total)
+        return cls(EMBED_STATES.get(job.state, "queued"), progress, job.error, job.error_code,
+                   features, job.feature_dim, job.non_finite_rows, runtime)
 
 
 class EmbedderClient:
     def __init__(self, channel: grpc.Channel) -> None:
         self.stub = embedder_pb2_grpc.EmbedderServiceStub(channel)
 
-    def embed(self, job_id: str, model: ObjectRef, testset_id: str, input_mean: float,
-              input_std: float, features: ObjectRef, *, timeout: float,
-              inflight: Inflight) -> Iterator[EmbedUpdate]:
-        request = embedder_pb2.EmbedRequest(job_id=job_id, model=_ref(model), testset_id=testset_id,
-                                            input_mean=input_mean, input_std=input_std,
-                                            features=_ref(features))
-        for message in stream("embedder", self.stub.Embed, request, timeout=timeout,
-                              inflight=inflight):
-            yield EmbedUpdate(progress_json(message.progress, "embedding"),
-                              message.non_finite_rows, message.features.key, message.feature_dim)
+    def submit(self, job_id: str, model: ObjectRef, testset_id: str, input_mean: float,
+               input_std: float, features: ObjectRef, challenge_toml: str, latency_ms: float,
+               owner: str, *, inflight: Inflight) -> EmbeddingJob:
+        request = embedder_pb2.SubmitJobRequest(
+            job_id=job_id, model=_ref(model), testset_id=testset_id, input_mean=input_mean,
+            input_std=input_std, features=_ref(features), challenge_toml=challenge_toml,
+            latency_ms=latency_ms, owner=owner)
+        return EmbeddingJob.from_proto(unary("embedder", self.stub.SubmitJob, request,
+                                             timeout=120, inflight=inflight))
+
+    def watch(self, job_id: str, *, inflight: Inflight) -> Iterator[EmbeddingJob]:
+        request = embedder_pb2.GetJobRequest(job_id=job_id)
+        for job in stream("embedder", self.stub.WatchJob, request, inflight=inflight):
+            yield EmbeddingJob.from_proto(job)
+
+    def get(self, job_id: str, *, inflight: Inflight | None = None) -> EmbeddingJob:
+        return EmbeddingJob.from_proto(unary("embedder", self.stub.GetJob,
+                                             embedder_pb2.GetJobRequest(job_id=job_id),
+                                             timeout=30, inflight=inflight))
+
+    def cancel(self, job_id: str) -> None:
+        unary("embedder", self.stub.CancelJob, embedder_pb2.GetJobRequest(job_id=job_id),
+              timeout=10)
 
 
 @dataclass

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from mfr.errors import InvalidInput, NotFound
 from mfr.logs import get_logger
-from mfr.testset.format import INFO_NAME, MANIFEST_NAME, SHARD_DIR, TestSet
+from mfr.testset.format import INFO_NAME, MANIFEST_NAME, SHARD_DIR, TestSet, TestSetCorrupt
 
 log = get_logger("mfr.testset")
 
@@ -40,9 +40,9 @@ def upload_testset(store, testset: TestSet) -> bool:
     return True
 
 
-def fetch_testset(store, testset_id: str, cache_dir: str | Path,
-                  shards: Iterable[int] | None = None) -> TestSet:
-    """A local copy of a stored test set with the manifest and ``shards`` (default: all)."""
+def stored_testset(store, testset_id: str, cache_dir: str | Path) -> TestSet:
+    """A local copy of a stored test set's description (``testset.json``) alone: shard
+    counts and sizes, no images."""
     bucket = store.buckets.testsets
     root = Path(cache_dir) / "testsets" / testset_id
     (root / SHARD_DIR).mkdir(parents=True, exist_ok=True)
@@ -55,8 +55,19 @@ def fetch_testset(store, testset_id: str, cache_dir: str | Path,
     if testset.id != testset_id:
         raise NotFound(f"stored test set {testset_id} describes itself as {testset.id}",
                        code="testset_corrupt")
-    manifest_sha = testset.info["manifest_sha256"]
-    _ensure(store, bucket, testset_id, MANIFEST_NAME, root, manifest_sha)
+    return testset
+
+
+def fetch_testset(store, testset_id: str, cache_dir: str | Path,
+                  shards: Iterable[int] | None = None, manifest: bool = True) -> TestSet:
+    """A local copy of a stored test set with ``shards`` (default: all) and, unless
+    ``manifest`` is False, the manifest. A shard missing from storage or not matching its
+    recorded hash is ``TestSetCorrupt`` naming the shard."""
+    bucket = store.buckets.testsets
+    testset = stored_testset(store, testset_id, cache_dir)
+    root = testset.root
+    if manifest:
+        _ensure(store, bucket, testset_id, MANIFEST_NAME, root, testset.info["manifest_sha256"])
     wanted = range(len(testset.shards)) if shards is None else sorted(set(shards))
     bad = [i for i in wanted if not 0 <= i < len(testset.shards)]
     if bad:
@@ -64,13 +75,17 @@ def fetch_testset(store, testset_id: str, cache_dir: str | Path,
                            f"{len(testset.shards)} shards)", code="shard_invalid")
     for index in wanted:
         shard = testset.shards[index]
-        _ensure(store, bucket, testset_id, shard.file, root, shard.sha256, shard.bytes)
+        try:
+            _ensure(store, bucket, testset_id, shard.file, root, shard.sha256, shard.bytes)
+        except NotFound as exc:  # missing, or not what the test set recorded
+            raise TestSetCorrupt(f"shard {index} of test set {testset_id}: {exc.message}") \
+                from None
     return testset
 
 
 def resolve_testset(testset_id: str, store=None, cache_dir: str | Path | None = None,
-                    local: str | Path | None = None, shards: Iterable[int] | None = None
-                    ) -> TestSet:
+                    local: str | Path | None = None, shards: Iterable[int] | None = None,
+                    manifest: bool = True) -> TestSet:
     """The test set with this id: the local folder when it is that one, else a fetched copy."""
     if local and (Path(local) / INFO_NAME).exists():
         testset = TestSet(local)
@@ -79,7 +94,7 @@ def resolve_testset(testset_id: str, store=None, cache_dir: str | Path | None = 
     if store is None or cache_dir is None:
         raise NotFound(f"test set {testset_id} is not available locally and there is no "
                        "object store to fetch it from", code="testset_not_found")
-    return fetch_testset(store, testset_id, cache_dir, shards)
+    return fetch_testset(store, testset_id, cache_dir, shards, manifest)
 
 
 def _ensure(store, bucket: str, testset_id: str, name: str, root: Path, sha256: str,

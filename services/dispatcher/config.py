@@ -33,9 +33,9 @@ class DispatchTuning(Env):
     #: Exponential back-off between attempts, with full jitter, capped.
     dispatch_backoff_base_s: NonNegativeFloat = 2.0
     dispatch_backoff_max_s: NonNegativeFloat = 300.0
-    #: Longest wait for a validation, and for an embedding, before the call is retried.
+    #: Longest wait for a validation before the call is retried. (Embedding and scoring
+    #: jobs bound their own steps: the dispatcher watches them without a deadline.)
     dispatch_validate_timeout_s: PositiveFloat = 1800.0
-    dispatch_embed_timeout_s: PositiveFloat = 6 * 3600.0
 
 
 class DispatcherSettings(ServiceSettings, DatabaseSettings, StorageSettings, PeerSettings,

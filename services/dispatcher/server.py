@@ -35,8 +35,7 @@ def build(settings: DispatcherSettings) -> Process:
     leases = Leases(pool, f"{socket.gethostname()}:{os.getpid()}", settings.dispatch_lease_s)
     peers = Peers.connect(channels, settings.admin_token.get_secret_value())
     stages = Stages(StageContext(leases, ObjectStore.from_settings(settings), peers,
-                                 challenge_toml, testset_id, settings.dispatch_validate_timeout_s,
-                                 settings.dispatch_embed_timeout_s))
+                                 challenge_toml, testset_id, settings.dispatch_validate_timeout_s))
 
     def close() -> None:
         for ch in channels.values():

@@ -14,11 +14,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from mfr.errors import Unavailable
 from mfr.logs import get_logger
 from mfr.records.leases import Claim, LeaseLost, Leases
 from mfr.rpc.calls import CallCancelled, Inflight, RemoteError
-from mfr.rpc.peers import Peers, ScoringJob
+from mfr.rpc.peers import FINISHED, Peers, ScoringJob
 from mfr.storage import ObjectRef, ObjectStore, StoredObject
 
 log = get_logger("services.dispatcher")
@@ -44,7 +43,6 @@ class StageContext:
     challenge_toml: str
     testset_id: str
     validate_timeout_s: float = 1800.0
-    embed_timeout_s: float = 6 * 3600.0  # a stalled embedder is cut off and retried
 
 
 class Stages:
@@ -89,38 +87,38 @@ class Stages:
         ctx.leases.advance(
             claim, "embedding", {"feature_dim": verdict.feature_dim},
             validation=verdict.report, model_key=verdict.model_key,
-            model_size_mb=verdict.model_size_mb, latency_ms=verdict.latency_ms)
+            model_sha256=verdict.model_sha256, model_size_mb=verdict.model_size_mb,
+            latency_ms=verdict.latency_ms)
 
     def embed(self, claim: Claim, inflight: Inflight) -> None:
         row, ctx = claim.row, self.context
         report = row["validation"] or {}
         model = ObjectRef(ctx.store.buckets.models, row["model_key"],
-                          report.get("model_sha256", ""))
+                          row.get("model_sha256") or report.get("model_sha256", ""))
         target = ObjectRef(ctx.store.buckets.features, f"features/{claim.job_id}.npy")
-        final = None
-        last_note = 0.0
-        for update in ctx.peers.embedder.embed(
-                claim.job_id, model, ctx.testset_id, float(report.get("input_mean", 127.5)),
-                float(report.get("input_std", 127.5)), target, timeout=ctx.embed_timeout_s,
-                inflight=inflight):
-            if update.features_key:
-                final = update
-            elif time.monotonic() - last_note >= PROGRESS_EVERY_S:
-                last_note = time.monotonic()
-                ctx.leases.note(claim, progress={**update.progress,
-                                                 "non_finite_rows": update.non_finite_rows})
-        if final is None:
-            raise Unavailable("the embedder ended the stream before the features were written")
-        ctx.leases.advance(claim, "scoring", {"feature_dim": final.feature_dim,
-                                              "non_finite_rows": final.non_finite_rows},
-                           features_key=final.features_key)
+        embedder = ctx.peers.embedder
+        embedder.submit(claim.job_id, model, ctx.testset_id,
+                        float(report.get("input_mean", 127.5)),
+                        float(report.get("input_std", 127.5)), target, ctx.challenge_toml,
+                        row.get("latency_ms") or 0.0, row.get("participant_id", ""),
+                        inflight=inflight)
+        job = self._follow(claim, inflight, embedder)
+        if job.state == "failed":
+            raise Permanent(job.error_code or "embedding_failed",
+                            f"embedding failed: {job.error or 'no reason given'}")
+        if job.state == "cancelled" or job.features is None:
+            raise Permanent("embedding_cancelled", "the embedding job was cancelled")
+        ctx.leases.advance(claim, "scoring", {"feature_dim": job.feature_dim,
+                                              "non_finite_rows": job.non_finite_rows,
+                                              "runtime": job.runtime},
+                           features_key=job.features.key, embedding=job.runtime)
 
     def score(self, claim: Claim, inflight: Inflight) -> None:
         ctx = self.context
         features = ObjectRef(ctx.store.buckets.features, claim.row["features_key"])
         ctx.peers.scorer.submit(claim.job_id, ctx.testset_id, ctx.challenge_toml, features,
                                 inflight=inflight)
-        job = self._watch(claim, inflight)
+        job = self._follow(claim, inflight, ctx.peers.scorer)
         if job.state == "failed":
             raise Permanent(job.error_code or "scoring_failed",
                             f"scoring failed: {job.error or 'no reason given'}")
@@ -139,33 +137,39 @@ class Stages:
             raise
         claim.row = {**claim.row, "state": "scored"}
 
-    def _watch(self, claim: Claim, inflight: Inflight) -> ScoringJob:
-        scorer = self.context.peers.scorer
+    def _follow(self, claim: Claim, inflight: Inflight, peer):
+        """Watch the peer's job (embedding or scoring) until it ends, noting progress."""
         last_note = 0.0
         while True:
             try:
-                for job in scorer.watch(claim.job_id, inflight=inflight):
-                    if job.state in ("done", "failed", "cancelled"):
+                for job in peer.watch(claim.job_id, inflight=inflight):
+                    if job.state in FINISHED:
                         return job
                     if time.monotonic() - last_note >= PROGRESS_EVERY_S:
                         last_note = time.monotonic()
                         self.context.leases.note(claim, progress=job.progress)
             except CallCancelled:
-                self._cancel_scoring(claim.job_id)
+                self._withdraw(claim, peer)
                 raise
             if claim.lost.is_set():
-                self._cancel_scoring(claim.job_id)
+                self._withdraw(claim, peer)
                 raise LeaseLost(claim.id)
-            job = scorer.get(claim.job_id, inflight=inflight)
-            if job.state in ("done", "failed", "cancelled"):
+            job = peer.get(claim.job_id, inflight=inflight)
+            if job.state in FINISHED:
                 return job
-            time.sleep(1.0)  # the stream ended early (a scorer restart): watch again
+            time.sleep(1.0)  # the stream ended early (a restart of the peer): watch again
 
-    def _cancel_scoring(self, job_id: str) -> None:
+    def _withdraw(self, claim: Claim, peer) -> None:
+        """Cancel the peer's job when the submission no longer wants it (cancelled by the
+        organisers, or re-run). A job given up because this dispatcher stops keeps running:
+        whoever takes the submission over re-attaches to it (same job id)."""
+        now = self.context.leases.current(claim.id)
+        if now is not None and now["state"] != "cancelled" and now["run"] == claim.run:
+            return
         try:
-            self.context.peers.scorer.cancel(job_id)
+            peer.cancel(claim.job_id)
         except RemoteError as err:
-            log.warning("cancel scoring job failed", job_id=job_id, code=err.code)
+            log.warning("cancelling a withdrawn job failed", job_id=claim.job_id, code=err.code)
 
     def _add_roc(self, job: ScoringJob) -> None:
         """ROC points from the result JSON when the job message carried none (best effort)."""

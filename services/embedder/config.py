@@ -1,27 +1,70 @@
-"""The embedder's settings (environment, prefix ``MFR_``)."""
+"""The embedder's settings (environment, prefix ``MFR_``): the API and its workers."""
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, PositiveFloat, PositiveInt
 
+from mfr.cpus import physical_cores
 from mfr.settings import (
     GRPC_PORTS,
     METRICS_PORTS,
     CacheSettings,
+    DatabaseSettings,
     ServiceSettings,
     StorageSettings,
     TestSetSettings,
 )
 
+MIB = 1024 * 1024
 
-class EmbedderSettings(ServiceSettings, StorageSettings, TestSetSettings, CacheSettings):
-    """``MFR_CACHE_DIR`` holds fetched test sets and models; ``MFR_TESTSET`` is a local test
-    set to publish at start-up and use in place (``mfr up``). No database."""
+
+class EmbedderSettings(ServiceSettings, DatabaseSettings, StorageSettings, TestSetSettings,
+                       CacheSettings):
+    """The embedder API: records jobs and queues their shards. ``MFR_TESTSET`` is a local
+    test set it publishes at start-up (``mfr up``)."""
 
     grpc_port: int = GRPC_PORTS["embedder"]
     metrics_port: int = METRICS_PORTS["embedder"]
-    embedder_device: Literal["auto", "cpu", "cuda"] = "auto"
-    embedder_threads: int = Field(default=0, ge=0)  # 0: the physical cores available
-    embedder_batch_size: int = Field(default=0, ge=0)  # 0: chosen by measurement per job
+    #: A shard may take max(floor, factor x validated latency x images) seconds.
+    embedder_deadline_factor: PositiveFloat = 20.0
+    embedder_deadline_floor_s: PositiveFloat = 600.0
+    #: WatchJob's polling period of PostgreSQL.
+    embedder_watch_poll_s: PositiveFloat = 0.5
+
+
+class EmbedderWorkerSettings(ServiceSettings, DatabaseSettings, StorageSettings, CacheSettings):
+    """An embedder worker: drains the shard queues of the runtimes it can run."""
+
+    grpc_port: int = GRPC_PORTS["embedder-worker"]
+    metrics_port: int = METRICS_PORTS["embedder-worker"]
+    #: Runtimes whose queues this worker drains, comma-separated; "auto": what it can run.
+    embedder_runtimes: str = "auto"
+    #: CPU threads of the model's runtime; 0: the physical cores this process may use.
+    embedder_threads: int = Field(0, ge=0)
+    #: Models kept loaded (one child process each), least recently used dropped first.
+    embedder_cached_models: PositiveInt = 2
+    #: The model's process: address-space limit (CPU runtimes) and file-size limit.
+    embedder_memory_mb: PositiveInt = 8192
+    embedder_file_mb: PositiveInt = 4096
+    #: A shard failing this many times (not the model's fault) fails its job (shard_failed).
+    embedder_attempts: PositiveInt = 3
+    embedder_retry_wait_s: int = Field(1, ge=0)
+    #: Queue worker timing: heartbeat, silence before a task is handed back, reaping, polling.
+    embedder_heartbeat_s: PositiveFloat = 10.0
+    embedder_stalled_s: PositiveFloat = 30.0
+    embedder_reap_every_s: PositiveFloat = 10.0
+    embedder_poll_s: PositiveFloat = 5.0
+    #: Name of this worker in logs and in embedding_shards.done_by (``mfr up`` sets it).
+    worker_name: str = ""
+    #: Test-only fault injection: wait this long after taking a shard, before embedding it ...
+    embedder_fault_shard_delay_s: float = Field(0.0, ge=0)
+    #: ... and raise in the step of the shard with this index ("*": every shard).
+    embedder_fault_fail_shard: str = ""
+
+    def threads(self) -> int:
+        return self.embedder_threads or physical_cores()
+
+    def work_root(self) -> Path:
+        return Path(self.cache_dir) / "embedder"

@@ -1,10 +1,11 @@
-"""An embedding job: (model, test set, shards) -> per-shard features -> one feature matrix.
+"""Embedding in one process: (model, test set, shards) -> per-shard features -> one matrix.
 
-The core of the embedder, free of gRPC: ``mfr embed`` and the EmbedderService
-both call :func:`embed_testset` and :func:`assemble`. Finished shards are
-kept in :mod:`parts` as they complete, so a killed job restarted with the
-same parts resumes where it stopped, and several pods given disjoint shard
-lists share one job.
+``mfr embed`` calls :func:`embed_testset` and :func:`assemble`; the embedder
+workers embed shard by shard in a model's process and assemble with the same
+:func:`assemble`. Both run every batch at exactly the challenge's batch size
+(the last one padded), so they give the same bits. Finished shards are kept in
+:mod:`parts` as they complete, so a killed run restarted with the same parts
+resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -20,18 +21,12 @@ import numpy as np
 
 from mfr.errors import InvalidInput
 from mfr.logs import get_logger
-from mfr.testset.format import IMAGE_SHAPE, TestSet, TestSetCorrupt
+from mfr.testset.format import TestSet, TestSetCorrupt
 from services.embedder.parts import FeatureParts
 from services.embedder.pipeline import Pipeline, non_finite_rows
 from services.embedder.runtime import Runner
 
 log = get_logger("mfr.embedder")
-
-CPU_BATCHES = (8, 16, 32, 64, 128, 256)
-GPU_BATCHES = (32, 64, 128, 256, 512)
-MEASURE_BUDGET_S = 6.0  # at most this long choosing a batch size
-MIN_GAIN = 1.05  # a larger batch must be 5% faster to be chosen
-
 
 @dataclass
 class Progress:
@@ -70,46 +65,6 @@ def model_sha256(model: bytes) -> str:
     return hashlib.sha256(model).hexdigest()
 
 
-def choose_batch_size(runner: Runner, max_images: int | None = None,
-                      candidates: Sequence[int] | None = None,
-                      budget_s: float = MEASURE_BUDGET_S) -> int:
-    """The batch size with the best measured images/s (smallest of near-equals).
-
-    Candidates are tried in increasing order, each after a warm-up run, until
-    a larger batch stops paying (less than 5% faster), the time budget is
-    spent, or the batch exceeds the work. Throughput barely depends on the
-    pixels, so the probe batch is noise.
-    """
-    candidates = list(candidates or (GPU_BATCHES if runner.on_gpu else CPU_BATCHES))
-    if max_images:
-        fitting = [b for b in candidates if b <= max_images]
-        candidates = fitting or candidates[:1]
-    rng = np.random.default_rng(0)
-    probe = rng.standard_normal((candidates[-1], 3, *IMAGE_SHAPE[:2]), dtype=np.float32)
-    started = time.perf_counter()
-    best, best_rate = candidates[0], 0.0
-    for size in candidates:
-        t0 = time.perf_counter()
-        runner.run(probe[:size])  # warm-up: allocations, kernel selection
-        warm = time.perf_counter() - t0
-        runs, elapsed = 0, 0.0
-        while runs < 2 or elapsed < 0.25:
-            t0 = time.perf_counter()
-            runner.run(probe[:size])
-            elapsed += time.perf_counter() - t0
-            runs += 1
-        rate = runs * size / elapsed
-        log.debug("batch size probe", batch=size, images_per_s=round(rate, 1))
-        if rate > best_rate * MIN_GAIN:
-            best, best_rate = size, rate
-        elif rate <= best_rate:
-            break
-        spent = time.perf_counter() - started
-        if spent + 2 * (warm + elapsed) > budget_s:  # the next size costs about twice this one
-            break
-    return best
-
-
 def job_identity(testset: TestSet, model_hash: str, mean: float, std: float) -> dict:
     """What the parts were computed from; parts under another identity are stale."""
     return {"testset_id": testset.id, "model_sha256": model_hash, "input_mean": float(mean),
@@ -117,10 +72,9 @@ def job_identity(testset: TestSet, model_hash: str, mean: float, std: float) -> 
 
 
 def embed_testset(runner: Runner, model_hash: str, testset: TestSet, parts: FeatureParts,
-                  mean: float, std: float, shards: Sequence[int] | None = None,
-                  batch_size: int | None = None,
-                  progress: Callable[[Progress], None] | None = None,
-                  pipeline_hook: Callable[[Pipeline], None] | None = None) -> EmbedSummary:
+                  mean: float, std: float, batch_size: int,
+                  shards: Sequence[int] | None = None,
+                  progress: Callable[[Progress], None] | None = None) -> EmbedSummary:
     """Embed the requested shards (default: all) that ``parts`` does not hold yet."""
     requested = list(range(len(testset.shards))) if not shards else sorted(set(shards))
     bad = [s for s in requested if not 0 <= s < len(testset.shards)]
@@ -148,8 +102,6 @@ def embed_testset(runner: Runner, model_hash: str, testset: TestSet, parts: Feat
         if progress:
             progress(state)
         return summary
-    if batch_size is None:
-        batch_size = choose_batch_size(runner, max(testset.shards[s].images for s in todo))
     summary.batch_size = batch_size
     started = time.perf_counter()
 
@@ -169,9 +121,7 @@ def embed_testset(runner: Runner, model_hash: str, testset: TestSet, parts: Feat
         state.shards_done += 1
         state.non_finite_rows += bad_rows
 
-    pipeline = Pipeline(runner.run, testset, mean, std, batch_size, pad_batches=runner.on_gpu)
-    if pipeline_hook:
-        pipeline_hook(pipeline)
+    pipeline = Pipeline(runner.run, testset, mean, std, batch_size, pad_batches=True)
     if progress:
         progress(state)  # where a resumed job starts
     pipeline.embed(todo, on_shard, on_batch)

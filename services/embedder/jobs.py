@@ -1,154 +1,261 @@
-"""Embedding jobs whose model, test set and features live in object storage (no gRPC here).
+"""Embedding jobs and their shards in PostgreSQL: the truth about what is done.
 
-A job is (job id, model object, test-set id, normalisation, shards). The
-model is fetched into the cache (checked against its sha256), the test set
-is the local one when its id matches (``mfr up``) or a cached copy fetched
-shard by shard, finished shards go to ``parts/<job>/<testset>/`` in the
-features bucket (so pods share a job and a restart resumes), and a call
-covering every shard assembles the matrix and uploads it with a sidecar
-``<key>.json`` naming the test set (id = its content hash) it belongs to.
+The queue (procrastinate, services/embedder/queue.py) only says what to run;
+these rows say what counts. A shard is done when the UPDATE that sets its
+``done_at`` succeeds, and that same UPDATE is the only place the job's
+``shards_done`` grows, so a shard finished twice (a worker thought lost was only
+slow) counts once and exactly one worker sees the job complete.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import threading
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import asdict, dataclass
+from typing import Any
 
-from mfr.errors import InvalidInput
-from mfr.logs import get_logger
-from mfr.storage import ObjectRef, ObjectStore, StoredObject
-from mfr.testset.store import resolve_testset
-from services.embedder.embedding import Progress, assemble, embed_testset
-from services.embedder.parts import ObjectParts
-from services.embedder.pipeline import Pipeline
-from services.embedder.runtime import Runner, load_model_bytes
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
 
-log = get_logger("mfr.embedder")
+from mfr.db.pool import row_field
+from mfr.errors import Conflict, NotFound
+
+ACTIVE = ("queued", "running")
 
 
 @dataclass(frozen=True)
-class EmbedJob:
+class EmbedRequest:
+    """What SubmitJob asks for; its fingerprint makes SubmitJob idempotent."""
+
     job_id: str
-    model: ObjectRef
+    model_bucket: str
+    model_key: str
+    model_sha256: str
     testset_id: str
     input_mean: float
     input_std: float
-    shards: tuple[int, ...] = ()  # empty: every shard
-    features: ObjectRef | None = None  # where the matrix goes (only when every shard is asked)
+    features_bucket: str
+    features_key: str
+    runtime: str
+    batch_size: int
+    shard_deadline_s: float
+    owner: str = ""
+
+    @property
+    def fingerprint(self) -> str:
+        fields = asdict(self)
+        fields.pop("owner")
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
-class EmbedOutcome:
-    shards_done: int
-    shards_total: int
+class ShardRow:
+    job_id: str
+    shard: int
     images: int
-    non_finite_rows: int
-    feature_dim: int
-    features: StoredObject | None
+    batch_size: int
+    failures: int
+    done: bool
 
 
-class Cancellation:
-    """Lets a caller stop a running job (the client went away, the server stops)."""
+@dataclass(frozen=True)
+class JobView:
+    """A job as callers see it: its row and how fast it goes."""
 
-    def __init__(self) -> None:
-        self._pipeline: Pipeline | None = None
-        self.cancelled = False
+    row: dict[str, Any]
+    running_s: float | None  # since the first shard started
 
-    def attach(self, pipeline: Pipeline) -> None:
-        self._pipeline = pipeline
-        if self.cancelled:
-            pipeline.cancel()
+    id = row_field("id")
+    state = row_field("state")
 
-    def cancel(self) -> None:
-        self.cancelled = True
-        if self._pipeline is not None:
-            self._pipeline.cancel()
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE
+
+    def rates(self) -> tuple[float, float]:
+        """(images/s, ETA in seconds; -1 when unknown) since the first shard started."""
+        done = self.row["images_done"]
+        if not self.running_s or done <= 0:
+            return 0.0, -1.0
+        rate = done / self.running_s
+        return rate, ((self.row["images_total"] - done) / rate if self.active else 0.0)
 
 
-class StoredEmbedder:
-    """Runs jobs one at a time (a job saturates the GPU or the CPU cores by itself)."""
+class JobBook:
+    """Reads and writes the embedding tables. Methods taking ``conn`` join its transaction."""
 
-    def __init__(self, store: ObjectStore, cache_dir: Path, local_testset: Path | None = None,
-                 device: str = "auto", threads: int | None = None,
-                 batch_size: int | None = None) -> None:
-        self.store = store
-        self.cache_dir = Path(cache_dir)
-        self.local_testset = local_testset
-        self.device = device
-        self.threads = threads
-        self.batch_size = batch_size
-        self._lock = threading.Lock()
-        self._runner: tuple[str, Runner] | None = None  # the last model's session, reused
+    def __init__(self, pool: ConnectionPool) -> None:
+        self.pool = pool
 
-    def _model(self, ref: ObjectRef) -> tuple[str, Runner]:
-        if not ref.bucket or not ref.key:
-            raise InvalidInput("the request names no model object", code="model_missing")
-        if self._runner and ref.sha256 and self._runner[0] == ref.sha256:
-            return self._runner
-        models = self.cache_dir / "models"
-        models.mkdir(parents=True, exist_ok=True)
-        name = ref.sha256 or hashlib.sha256(f"{ref.bucket}/{ref.key}".encode()).hexdigest()
-        path = models / f"{name}.onnx"
-        stored = self.store.get_file(ref.bucket, ref.key, path, expect_sha256=ref.sha256 or None)
-        data = load_model_bytes(path)
-        path.unlink(missing_ok=True)  # the session holds what it needs
-        runner = Runner(data, device=self.device, threads=self.threads)
-        # Parts are keyed by the stored model's hash (what the validator reported).
-        self._runner = (stored.sha256, runner)
-        return self._runner
+    # --- jobs ------------------------------------------------------------------------
+    def create(self, conn: psycopg.Connection, request: EmbedRequest,
+               shards: list[tuple[int, int]]) -> list[tuple[int, int]] | None:
+        """Insert the job and its shards ((index, images) each) unless it exists; returns the
+        shards' (index, fair key) when inserted, None when the job was there already.
+        Another request under the same id is a Conflict."""
+        values = {**{k: v for k, v in asdict(request).items() if k != "job_id"},
+                  "id": request.job_id, "request_sha256": request.fingerprint,
+                  "shards_total": len(shards), "images_total": sum(n for _, n in shards)}
+        inserted = conn.execute(sql.SQL(
+            "INSERT INTO embedding_jobs ({}) VALUES ({}) ON CONFLICT (id) DO NOTHING RETURNING id"
+        ).format(sql.SQL(", ").join(map(sql.Identifier, values)),
+                 sql.SQL(", ").join(map(sql.Placeholder, values))), values).fetchone()
+        if not inserted:
+            existing = conn.execute("SELECT request_sha256 FROM embedding_jobs WHERE id = %s",
+                                    (request.job_id,)).fetchone()
+            if existing["request_sha256"] != request.fingerprint:
+                raise Conflict(f"job {request.job_id} exists with another model, test set or "
+                               "setting", code="job_exists")
+            return None
+        start = self.fair_clock(conn)
+        with conn.cursor() as cursor:
+            cursor.executemany(
+                "INSERT INTO embedding_shards (job_id, shard, images, fair_key, batch_size)"
+                " VALUES (%s, %s, %s, %s, %s)",
+                [(request.job_id, index, images, start + index, request.batch_size)
+                 for index, images in shards])
+        return [(index, start + index) for index, _ in shards]
 
-    def run(self, job: EmbedJob, progress: Callable[[Progress], None] | None = None,
-            cancellation: Cancellation | None = None) -> EmbedOutcome:
-        if job.input_std == 0:
-            raise InvalidInput("input_std must not be 0", code="normalisation_invalid")
-        if not job.job_id or "/" in job.job_id:
-            raise InvalidInput("job_id must be non-empty and contain no '/'", code="job_invalid")
-        with self._lock:
-            return self._run(job, progress, cancellation or Cancellation())
+    @staticmethod
+    def fair_clock(conn: psycopg.Connection) -> int:
+        """Start-time fair queuing's virtual time: the fair key of the next shard to run
+        (0 when nothing waits). A new job's shard k gets ``clock + k``, so it shares the
+        workers equally with the jobs already waiting instead of queuing behind them."""
+        row = conn.execute(
+            "SELECT min(s.fair_key) AS clock FROM embedding_shards s"
+            " JOIN embedding_jobs j ON j.id = s.job_id"
+            " WHERE s.started_at IS NULL AND j.state IN ('queued', 'running')").fetchone()
+        return int(row["clock"] or 0)
 
-    def _run(self, job: EmbedJob, progress: Callable[[Progress], None] | None,
-             cancellation: Cancellation) -> EmbedOutcome:
-        model_hash, runner = self._model(job.model)
-        testset = resolve_testset(job.testset_id, self.store, self.cache_dir, self.local_testset,
-                                  shards=job.shards or None)
-        parts = ObjectParts(self.store, job.job_id, testset.id)
-        log.info("embedding", job_id=job.job_id, testset_id=testset.id,
-                 shards=len(set(job.shards)) or len(testset.shards), device=runner.info.device)
-        summary = embed_testset(runner, model_hash, testset, parts, job.input_mean,
-                                job.input_std, shards=job.shards or None,
-                                batch_size=self.batch_size, progress=progress,
-                                pipeline_hook=cancellation.attach)
-        chosen = sorted(set(job.shards)) or range(len(testset.shards))
-        outcome = EmbedOutcome(len(chosen), len(chosen),
-                               sum(testset.shards[i].images for i in chosen),
-                               summary.non_finite_rows, summary.feature_dim, None)
-        if job.features is None or job.shards:
-            return outcome
-        stored, dim, bad_rows = self._publish(job, testset, parts, model_hash)
-        log.info("features written", job_id=job.job_id, key=job.features.key, rows=testset.images,
-                 feature_dim=dim, non_finite_rows=bad_rows,
-                 images_per_s=round(summary.images_per_s, 1))
-        return EmbedOutcome(len(chosen), len(chosen), testset.images, bad_rows, dim, stored)
+    def view(self, job_id: str) -> JobView:
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                "SELECT *, extract(epoch FROM coalesce(finished_at, now()) - started_at)"
+                " AS running_s FROM embedding_jobs WHERE id = %s", (job_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no embedding job {job_id}", code="job_not_found")
+        running_s = row.pop("running_s")
+        return JobView(row, float(running_s) if running_s is not None else None)
 
-    def _publish(self, job: EmbedJob, testset, parts: ObjectParts,
-                 model_hash: str) -> tuple[StoredObject, int, int]:
-        work = self.cache_dir / "features"
-        work.mkdir(parents=True, exist_ok=True)
-        local = work / f"{job.job_id}.npy"
-        try:
-            dim, bad_rows = assemble(testset, parts, local)
-            stored = self.store.put_file(job.features.bucket, job.features.key, local)
-        finally:
-            local.unlink(missing_ok=True)
-        sidecar = {"testset_id": testset.id, "model_sha256": model_hash, "rows": testset.images,
-                   "feature_dim": dim, "dtype": "float32", "non_finite_rows": bad_rows,
-                   "input_mean": job.input_mean, "input_std": job.input_std,
-                   "sha256": stored.sha256, "job_id": job.job_id}
-        self.store.put_bytes(job.features.bucket, job.features.key + ".json",
-                             json.dumps(sidecar).encode())
-        parts.clear()  # the matrix replaces them
-        return stored, dim, bad_rows
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self.view(job_id).row
+
+    def stop(self, conn: psycopg.Connection, job_id: str, state: str, error_code: str = "",
+             error: str = "") -> list[int] | None:
+        """End an active job (failed or cancelled); returns the queue tasks to cancel, or
+        None when it had already ended."""
+        ended = conn.execute(
+            "UPDATE embedding_jobs SET state = %s, error_code = %s, error = %s,"
+            " updated_at = now(), finished_at = now()"
+            " WHERE id = %s AND state IN ('queued', 'running') RETURNING assemble_task_id",
+            (state, error_code or None, error or None, job_id)).fetchone()
+        if ended is None:
+            return None
+        tasks = [r["task_id"] for r in conn.execute(
+            "SELECT task_id FROM embedding_shards WHERE job_id = %s AND done_at IS NULL",
+            (job_id,))]
+        return [t for t in [*tasks, ended["assemble_task_id"]] if t is not None]
+
+    def finish(self, job_id: str, features: dict, feature_dim: int,
+               non_finite_rows: int) -> bool:
+        """Record the written features; False when the job ended meanwhile (cancelled)."""
+        with self.pool.connection() as conn:
+            return conn.execute(
+                "UPDATE embedding_jobs SET state = 'done', feature_dim = %s,"
+                " non_finite_rows = %s, features_sha256 = %s, features_size = %s,"
+                " updated_at = now(), finished_at = now()"
+                " WHERE id = %s AND state = 'running'",
+                (feature_dim, non_finite_rows, features["sha256"], features["size"], job_id)
+            ).rowcount == 1
+
+    def use_runtime(self, job_id: str, runtime: dict) -> dict:
+        """The runtime the job runs on: the first shard's, recorded once; later shards must
+        run on the same (one job never mixes runtimes)."""
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                "UPDATE embedding_jobs SET runtime_used = coalesce(runtime_used, %s)"
+                " WHERE id = %s RETURNING runtime_used", (Jsonb(runtime), job_id)).fetchone()
+        return row["runtime_used"] if row else runtime
+
+    def set_assemble_task(self, conn: psycopg.Connection, job_id: str, task_id: int) -> None:
+        conn.execute("UPDATE embedding_jobs SET assemble_task_id = %s WHERE id = %s",
+                     (task_id, job_id))
+
+    # --- shards ----------------------------------------------------------------------
+    def set_shard_tasks(self, conn: psycopg.Connection, job_id: str,
+                        task_ids: list[int]) -> None:
+        with conn.cursor() as cursor:
+            cursor.executemany(
+                "UPDATE embedding_shards SET task_id = %s WHERE job_id = %s AND shard = %s",
+                [(task_id, job_id, index) for index, task_id in enumerate(task_ids)])
+
+    def shard(self, job_id: str, index: int) -> ShardRow:
+        with self.pool.connection() as conn:
+            row = conn.execute("SELECT * FROM embedding_shards WHERE job_id = %s AND shard = %s",
+                               (job_id, index)).fetchone()
+        if row is None:
+            raise NotFound(f"no shard {index} in embedding job {job_id}", code="shard_not_found")
+        return ShardRow(job_id, index, row["images"], row["batch_size"], row["failures"],
+                        row["done_at"] is not None)
+
+    def start_shard(self, job_id: str, index: int) -> None:
+        with self.pool.connection() as conn:
+            conn.execute("UPDATE embedding_shards SET started_at = coalesce(started_at, now())"
+                         " WHERE job_id = %s AND shard = %s", (job_id, index))
+            conn.execute("UPDATE embedding_jobs SET state = 'running', updated_at = now(),"
+                         " started_at = coalesce(started_at, now())"
+                         " WHERE id = %s AND state = 'queued'", (job_id,))
+
+    def halve_batch(self, job_id: str, index: int) -> int:
+        """After running out of memory: the shard's batch size, halved (at least 1)."""
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                "UPDATE embedding_shards SET batch_size = greatest(1, batch_size / 2)"
+                " WHERE job_id = %s AND shard = %s RETURNING batch_size",
+                (job_id, index)).fetchone()
+        return row["batch_size"]
+
+    def complete_shard(self, conn: psycopg.Connection, shard: ShardRow, worker: str,
+                       part: dict) -> bool:
+        """Mark the shard done (once) and count it; True when it completes the job."""
+        marked = conn.execute(
+            "UPDATE embedding_shards SET done_at = now(), done_by = %s, part_sha256 = %s,"
+            " non_finite_rows = %s, feature_dim = %s, seconds = %s"
+            " WHERE job_id = %s AND shard = %s AND done_at IS NULL",
+            (worker, part["sha256"], part["non_finite_rows"], part["feature_dim"],
+             part["seconds"], shard.job_id, shard.shard)).rowcount
+        if not marked:
+            return False
+        row = conn.execute(
+            "UPDATE embedding_jobs SET shards_done = shards_done + 1,"
+            " images_done = images_done + %s, updated_at = now() WHERE id = %s"
+            " RETURNING shards_done = shards_total AS complete",
+            (shard.images, shard.job_id)).fetchone()
+        return bool(row["complete"])
+
+    def record_shard_failure(self, job_id: str, index: int, error: str) -> int:
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                "UPDATE embedding_shards SET failures = failures + 1, last_error = %s"
+                " WHERE job_id = %s AND shard = %s RETURNING failures",
+                (error[:2000], job_id, index)).fetchone()
+        return row["failures"] if row else 0
+
+    def record_assemble_failure(self, job_id: str) -> int:
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                "UPDATE embedding_jobs SET assemble_failures = assemble_failures + 1"
+                " WHERE id = %s RETURNING assemble_failures", (job_id,)).fetchone()
+        return row["assemble_failures"] if row else 0
+
+    # --- the queue's depth -------------------------------------------------------------
+    def shards_waiting(self) -> dict[str, int]:
+        """Shards of active jobs not done yet (waiting or running), per job."""
+        with self.pool.connection() as conn:
+            return {r["job_id"]: r["n"] for r in conn.execute(
+                "SELECT s.job_id, count(*) AS n FROM embedding_shards s"
+                " JOIN embedding_jobs j ON j.id = s.job_id"
+                " WHERE s.done_at IS NULL AND j.state IN ('queued', 'running')"
+                " GROUP BY s.job_id")}

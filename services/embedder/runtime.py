@@ -1,4 +1,5 @@
-"""The onnxruntime session the embedder runs: CUDA with I/O binding when present, else CPU.
+"""The runtimes a model runs on: onnxruntime (the reference: CPU, or CUDA with I/O binding
+where onnxruntime-gpu is installed) and torch (services/embedder/torch_runtime.py).
 
 CPU sessions are configured on purpose rather than left to defaults: intra-op
 threads = the physical cores this process may use (affinity and cgroup quota
@@ -46,12 +47,16 @@ def dynamic_batch(data: bytes) -> bytes:
 
 @dataclass(frozen=True)
 class RuntimeInfo:
-    provider: str  # the execution provider actually used
-    threads: int  # intra-op threads (CPU); 0 on CUDA
-    device: str  # for people and reports
+    """What ran a model: recorded with its features, shown with its scores."""
+
+    name: str  # "onnxruntime-cpu", "onnxruntime-cuda", "torch-cuda", "torch-cpu"
+    version: str  # e.g. "onnxruntime 1.32.0"
+    device: str  # for people, e.g. "CPU, 2 threads"
+    fallback_reason: str = ""  # why this is not the runtime the challenge names
 
     def as_dict(self) -> dict:
-        return {"provider": self.provider, "threads": self.threads, "device": self.device}
+        return {"name": self.name, "version": self.version, "device": self.device,
+                "fallback_reason": self.fallback_reason}
 
 
 class Runner:
@@ -92,10 +97,10 @@ class Runner:
         self.output_name = outputs[0].name
         self.binding = self.session.io_binding() if self.provider == CUDA else None
         if self.provider == CUDA:
-            device_text = f"CUDA device 0 (onnxruntime {ort.__version__}, I/O binding)"
+            name, device_text = "onnxruntime-cuda", "CUDA device 0 (I/O binding)"
         else:
-            device_text = f"CPU, {self.threads} threads (onnxruntime {ort.__version__})"
-        self.info = RuntimeInfo(self.provider, self.threads, device_text)
+            name, device_text = "onnxruntime-cpu", f"CPU, {self.threads} threads"
+        self.info = RuntimeInfo(name, f"onnxruntime {ort.__version__}", device_text)
 
     @property
     def on_gpu(self) -> bool:
@@ -110,3 +115,43 @@ class Runner:
         self.binding.bind_output(self.output_name, "cuda", 0)
         self.session.run_with_iobinding(self.binding)
         return self.binding.copy_outputs_to_cpu()[0]
+
+
+def open_runtime(model: bytes, runtime: str, threads: int | None = None):
+    """A runner for ``runtime`` (a challenge's ``[embedding] runtime``): ``run(batch)`` and
+    ``info``. torch runs the graph when its converter covers every operator, else
+    onnxruntime on the same kind of device does (the reason is in ``info``)."""
+    if runtime.startswith("torch-"):
+        from services.embedder.torch_runtime import TorchRunner, Unconvertible
+
+        device = runtime.removeprefix("torch-")
+        try:
+            return TorchRunner(model, device, threads)
+        except Unconvertible as exc:
+            fallback = Runner(model, device="cuda" if device == "cuda" and _ort_cuda() else "cpu",
+                              threads=threads)
+            fallback.info = RuntimeInfo(fallback.info.name, fallback.info.version,
+                                        fallback.info.device, str(exc))
+            return fallback
+    return Runner(model, device=runtime.removeprefix("onnxruntime-"), threads=threads)
+
+
+def _ort_cuda() -> bool:
+    import onnxruntime as ort
+
+    return CUDA in ort.get_available_providers()
+
+
+def runtimes_here() -> tuple[str, ...]:
+    """The runtimes this machine can run, in the order a worker serves them."""
+    found = ["onnxruntime-cpu"]
+    if _ort_cuda():
+        found.append("onnxruntime-cuda")
+    try:
+        import torch
+    except ImportError:
+        return tuple(found)
+    if torch.cuda.is_available():
+        found.append("torch-cuda")
+    found.append("torch-cpu")
+    return tuple(found)

@@ -1,20 +1,25 @@
-"""Wiring of the embedder: settings, object store, the stored-job core, servicer.
+"""Wiring of the embedder API: database pool, object store, queue, servicer.
 
-Ready (health SERVING) once the object store answers and, when ``MFR_TESTSET``
-names a local test set (``mfr up``), that test set is in object storage too
-(uploaded in the background at start-up; the scorer and other pods find it
-there by id).
+Ready (health SERVING) once PostgreSQL and the object store answer and, when
+``MFR_TESTSET`` names a local test set (``mfr up``), that test set is in object
+storage too (uploaded in the background at start-up; workers find it there by
+id). The heavy work runs in the embedder workers (services/embedder/worker/).
 """
 
 from __future__ import annotations
 
+import logging
+
+from mfr.db.pool import ping, pool_from_settings
 from mfr.embedder.v1 import embedder_pb2_grpc
 from mfr.rpc.process import Process, Warmup, serve
 from mfr.storage import ObjectStore
 from mfr.testset.format import TestSet
 from mfr.testset.store import upload_testset
 from services.embedder.config import EmbedderSettings
-from services.embedder.jobs import StoredEmbedder
+from services.embedder.control import Deadline, EmbedControl
+from services.embedder.jobs import JobBook
+from services.embedder.queue import Deferrer, export_queue_depth
 from services.embedder.servicer import EmbedderServicer
 
 SERVICE_NAME = "mfr.embedder.v1.EmbedderService"
@@ -28,18 +33,25 @@ def publish(store: ObjectStore, testset: TestSet | None) -> dict:
 
 
 def build(settings: EmbedderSettings) -> Process:
+    if settings.log_level.upper() != "DEBUG":
+        logging.getLogger("procrastinate").setLevel(logging.WARNING)  # a line per deferral
+    pool = pool_from_settings(settings, name="embedder")
+    pool.open(wait=False)
     store = ObjectStore.from_settings(settings)
+    book = JobBook(pool)
+    control = EmbedControl(pool, book, Deferrer(pool), store, settings.cache_dir,
+                           Deadline(settings.embedder_deadline_factor,
+                                    settings.embedder_deadline_floor_s),
+                           settings.embedder_watch_poll_s)
+    export_queue_depth(book.shards_waiting)
     local = TestSet(settings.testset) if settings.testset else None
-    embedder = StoredEmbedder(store, settings.cache_dir, local_testset=settings.testset,
-                              device=settings.embedder_device,
-                              threads=settings.embedder_threads or None,
-                              batch_size=settings.embedder_batch_size or None)
     publication = Warmup("testset-upload", lambda: publish(store, local))
     publication.ready()  # start uploading now
     return Process(
         servicers=[(embedder_pb2_grpc.add_EmbedderServiceServicer_to_server,
-                    EmbedderServicer(embedder), SERVICE_NAME)],
-        ready=lambda: store.ready() and publication.ready(),
+                    EmbedderServicer(control), SERVICE_NAME)],
+        ready=lambda: ping(pool) and store.ready() and publication.ready(),
+        on_stop=pool.close,
     )
 
 

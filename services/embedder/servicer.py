@@ -1,98 +1,79 @@
-"""EmbedderService: protobuf <-> the stored-job core (services/embedder/jobs.py) only."""
+"""EmbedderService over gRPC: protobuf <-> domain translation only (services/embedder/control.py)."""
 
 from __future__ import annotations
 
-import queue
-import threading
-import time
 from collections.abc import Iterator
 
+import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from mfr.common.v1 import types_pb2
 from mfr.embedder.v1 import embedder_pb2, embedder_pb2_grpc
-from mfr.storage import ObjectRef
-from services.embedder.embedding import Progress
-from services.embedder.jobs import Cancellation, EmbedJob, EmbedOutcome, StoredEmbedder
+from services.embedder.control import EmbedControl
+from services.embedder.jobs import JobView
 
-PROGRESS_EVERY_S = 0.5  # at most two progress messages a second (plus the last)
-
-
-def job_from_proto(request: embedder_pb2.EmbedRequest) -> EmbedJob:
-    features = None
-    if request.HasField("features") and request.features.key:
-        features = ObjectRef(request.features.bucket, request.features.key)
-    return EmbedJob(
-        job_id=request.job_id,
-        model=ObjectRef(request.model.bucket, request.model.key, request.model.sha256),
-        testset_id=request.testset_id,
-        input_mean=request.input_mean,
-        input_std=request.input_std,
-        shards=tuple(request.shards),
-        features=features,
-    )
+STATES = {
+    "queued": embedder_pb2.JOB_STATE_QUEUED,
+    "running": embedder_pb2.JOB_STATE_RUNNING,
+    "done": embedder_pb2.JOB_STATE_DONE,
+    "failed": embedder_pb2.JOB_STATE_FAILED,
+    "cancelled": embedder_pb2.JOB_STATE_CANCELLED,
+}
 
 
-def progress_to_proto(state: Progress) -> embedder_pb2.EmbedProgress:
-    at = Timestamp()
-    at.GetCurrentTime()
-    return embedder_pb2.EmbedProgress(
-        progress=types_pb2.Progress(done=state.images_done, total=state.images_total,
-                                    unit="images", rate=state.rate, eta_seconds=state.eta_seconds,
-                                    stage=state.stage, at=at),
-        shards_done=state.shards_done,
-        shards_total=state.shards_total,
-        non_finite_rows=state.non_finite_rows,
-    )
-
-
-def outcome_to_proto(outcome: EmbedOutcome) -> embedder_pb2.EmbedProgress:
-    at = Timestamp()
-    at.GetCurrentTime()
-    message = embedder_pb2.EmbedProgress(
-        progress=types_pb2.Progress(done=outcome.images, total=outcome.images, unit="images",
-                                    eta_seconds=0.0, stage="done", at=at),
-        shards_done=outcome.shards_done,
-        shards_total=outcome.shards_total,
-        non_finite_rows=outcome.non_finite_rows,
-        feature_dim=outcome.feature_dim,
-    )
-    if outcome.features is not None:
-        message.features.CopyFrom(types_pb2.ObjectRef(
-            bucket=outcome.features.bucket, key=outcome.features.key,
-            sha256=outcome.features.sha256, size=outcome.features.size))
-    return message
+def _ref(ref: types_pb2.ObjectRef) -> dict:
+    return {"bucket": ref.bucket, "key": ref.key, "sha256": ref.sha256}
 
 
 class EmbedderServicer(embedder_pb2_grpc.EmbedderServiceServicer):
-    def __init__(self, embedder: StoredEmbedder) -> None:
-        self.embedder = embedder
+    def __init__(self, control: EmbedControl) -> None:
+        self.control = control
 
-    def Embed(self, request: embedder_pb2.EmbedRequest, context) -> Iterator[embedder_pb2.EmbedProgress]:
-        job = job_from_proto(request)
-        updates: queue.Queue = queue.Queue()
-        cancellation = Cancellation()
-        context.add_callback(cancellation.cancel)  # the client went away: stop embedding
-        last = [0.0]
+    def SubmitJob(self, request: embedder_pb2.SubmitJobRequest,
+                  context: grpc.ServicerContext) -> embedder_pb2.Job:
+        return job_message(self.control.submit(
+            request.job_id, _ref(request.model), request.testset_id, request.input_mean,
+            request.input_std, _ref(request.features), request.challenge_toml,
+            request.latency_ms, request.owner))
 
-        def on_progress(state: Progress) -> None:
-            now = time.monotonic()
-            if now - last[0] >= PROGRESS_EVERY_S or state.stage != "embedding":
-                last[0] = now
-                updates.put(progress_to_proto(state))
+    def GetJob(self, request: embedder_pb2.GetJobRequest,
+               context: grpc.ServicerContext) -> embedder_pb2.Job:
+        return job_message(self.control.get(request.job_id))
 
-        def work() -> None:
-            try:
-                updates.put(self.embedder.run(job, on_progress, cancellation))
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the handler thread, mapped there
-                updates.put(exc)
+    def WatchJob(self, request: embedder_pb2.GetJobRequest,
+                 context: grpc.ServicerContext) -> Iterator[embedder_pb2.Job]:
+        for view in self.control.watch(request.job_id, context.is_active):
+            yield job_message(view)
 
-        threading.Thread(target=work, name=f"embed-{job.job_id}", daemon=True).start()
-        while True:
-            item = updates.get()
-            if isinstance(item, BaseException):
-                raise item
-            if isinstance(item, EmbedOutcome):
-                yield outcome_to_proto(item)
-                return
-            yield item
+    def CancelJob(self, request: embedder_pb2.GetJobRequest,
+                  context: grpc.ServicerContext) -> embedder_pb2.Job:
+        return job_message(self.control.cancel(request.job_id))
+
+
+def job_message(view: JobView) -> embedder_pb2.Job:
+    row = view.row
+    rate, eta = view.rates()
+    at = Timestamp()
+    at.GetCurrentTime()
+    created = Timestamp()
+    created.FromDatetime(row["created_at"])
+    stage = "embedding" if row["shards_done"] < row["shards_total"] else "assembling"
+    job = embedder_pb2.Job(
+        job_id=view.id, state=STATES[view.state],
+        progress=types_pb2.Progress(done=row["images_done"], total=row["images_total"],
+                                    unit="images", rate=rate, eta_seconds=eta, at=at,
+                                    stage=stage if view.active else view.state),
+        shards_done=row["shards_done"], shards_total=row["shards_total"],
+        non_finite_rows=row["non_finite_rows"] or 0, feature_dim=row["feature_dim"] or 0,
+        error=row["error"] or "", error_code=row["error_code"] or "", created_at=created)
+    if view.state == "done":
+        job.features.CopyFrom(types_pb2.ObjectRef(
+            bucket=row["features_bucket"], key=row["features_key"],
+            sha256=row["features_sha256"] or "", size=row["features_size"] or 0))
+    used = row["runtime_used"]
+    if used:
+        job.runtime.CopyFrom(embedder_pb2.Runtime(
+            name=used.get("name", ""), version=used.get("version", ""),
+            device=used.get("device", ""), batch_size=row["batch_size"],
+            fallback_reason=used.get("fallback_reason", "")))
+    return job

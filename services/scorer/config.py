@@ -77,6 +77,9 @@ class ScorerWorkerSettings(ServiceSettings, DatabaseSettings, StorageSettings, C
     scorer_threads: int = Field(0, ge=0)
     #: Seconds before a failed task runs again.
     scorer_retry_wait_s: int = Field(1, ge=0)
+    #: A plan, tile or merge step still running after this long is abandoned and retried
+    #: (counted as a failure), even while its worker's heartbeat goes on.
+    scorer_task_deadline_s: float = Field(3600.0, gt=0)
     #: Worker heartbeat period, and the silence after which its task is retried.
     scorer_heartbeat_s: float = Field(10.0, gt=0)
     scorer_stalled_s: float = Field(30.0, gt=0)

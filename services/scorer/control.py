@@ -8,14 +8,13 @@ watcher reconnecting to another scorer replica sees the same job.
 
 from __future__ import annotations
 
-import re
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from psycopg_pool import ConnectionPool
 
 from mfr.errors import InvalidInput
+from mfr.jobs import check_job_id, watch
 from mfr.logs import get_logger
 from services.scorer.inputs import job_challenge
 from services.scorer.jobs import TERMINAL, JobBook, JobRequest, JobView
@@ -23,9 +22,6 @@ from services.scorer.queue import Deferrer
 
 log = get_logger("services.scorer.control")
 
-JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-# A watcher hears from us at least this often, even when nothing changed (ETA moves).
-WATCH_HEARTBEAT_S = 5.0
 
 
 @dataclass
@@ -40,9 +36,7 @@ class JobControl:
 
     def submit(self, request: JobRequest) -> JobView:
         """Create the job (idempotent per job id) and enqueue its planning."""
-        if not JOB_ID.match(request.job_id):
-            raise InvalidInput("job_id must be 1-128 characters of A-Z a-z 0-9 . _ - "
-                               "starting with a letter or digit", code="job_id_invalid")
+        check_job_id(request.job_id)
         if not request.features_key:
             raise InvalidInput("features.key is required", code="features_invalid")
         if not request.testset_id:
@@ -73,14 +67,6 @@ class JobControl:
 
     def watch(self, job_id: str, still_wanted: Callable[[], bool]) -> Iterator[JobView]:
         """The job now, then on every change (and every few seconds), until it ends."""
-        last_seen = None
-        last_sent = 0.0
-        while still_wanted():
-            view = self.book.view(job_id)
-            seen = (view.state, view.stage, view.tiles_done, view.tiles_total)
-            if seen != last_seen or time.monotonic() - last_sent >= WATCH_HEARTBEAT_S:
-                yield view
-                last_seen, last_sent = seen, time.monotonic()
-            if view.state in TERMINAL:
-                return
-            time.sleep(self.watch_poll_s)
+        return watch(lambda: self.book.view(job_id),
+                     lambda v: (v.state, v.stage, v.tiles_done, v.tiles_total),
+                     lambda v: v.state in TERMINAL, still_wanted, self.watch_poll_s)

@@ -32,6 +32,7 @@ def validate_stored(
     upload: ObjectRef,
     track: Track,
     extracted: ObjectRef | None = None,
+    batch_sizes: tuple[int, ...] = (),
 ) -> tuple[ValidationReport, StoredObject | None]:
     if not upload.bucket or not upload.key:
         raise InvalidInput("upload: bucket and key are required", code="invalid_request")
@@ -55,7 +56,7 @@ def validate_stored(
             )
             return report.finish(), None
         model_out = Path(tmp) / "evaluated.onnx" if extracted and extracted.key else None
-        report = validator.validate(path, track, model_out=model_out)
+        report = validator.validate(path, track, model_out=model_out, batch_sizes=batch_sizes)
         stored = None
         if report.ok and model_out is not None and extracted is not None:
             stored = store.put_file(extracted.bucket or upload.bucket, extracted.key, model_out)

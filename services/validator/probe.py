@@ -19,8 +19,6 @@ from __future__ import annotations
 import gc
 import json
 import os
-import resource
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -34,6 +32,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from mfr.confine import confine
 from mfr.modelcheck import rules
 from mfr.modelcheck.report import Finding
 from services.validator import batch_analysis
@@ -61,6 +60,8 @@ class ProbeJob:
     memory_bytes: int
     file_bytes: int
     mode: str = "validate"  # or "benchmark": latency only, for the trusted reference network
+    # The batch sizes the embedder will run (the challenge's [embedding]): all are tried.
+    embed_batch_sizes: tuple[int, ...] = ()
     seed: int = 0
     # "benchmark" mode: builds the (trusted) reference network in the child.
     reference: Callable[[], onnx.ModelProto] | None = None
@@ -109,21 +110,8 @@ def child_main(job: ProbeJob, conn: Connection) -> None:
 def _confine(job: ProbeJob) -> None:
     # stdout/stderr (ours and onnxruntime's C++ side) go to a file the parent
     # reads back to tell an out-of-memory abort from another crash.
-    log = os.open(Path(job.workdir) / CHILD_LOG, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
-    os.close(log)
-    if "CUDAExecutionProvider" not in job.providers:
-        # A CUDA context reserves tens of GB of address space: on a GPU the
-        # container's memory limit (cgroup) bounds the child instead.
-        resource.setrlimit(resource.RLIMIT_AS, (job.memory_bytes, job.memory_bytes))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (job.file_bytes, job.file_bytes))
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a too-large write fails instead of killing
-    # An empty working directory: nothing a relative path could reach.
-    cwd = Path(job.workdir) / "cwd"
-    cwd.mkdir(exist_ok=True)
-    os.chdir(cwd)
+    confine(Path(job.workdir), job.memory_bytes, job.file_bytes,
+            "CUDAExecutionProvider" not in job.providers, CHILD_LOG)
     ort.set_default_logger_severity(3)
 
 
@@ -246,6 +234,32 @@ def _run_checks(
         _consistency(session, input_name, blob, batch, channel)
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises several types
         channel.error(*_failure("run_failed", "the model fails on a single image", exc, job))
+        return
+    _embedder_batches(session, input_name, blob, job, channel)
+
+
+def _embedder_batches(session, input_name: str, blob: np.ndarray, job: ProbeJob,
+                      channel: Channel) -> None:
+    """Run the model at every batch size the embedder will use (1 and 32 are done): a model
+    that works at the checker's sizes and hangs or fails at another is caught here, by the
+    wall-time limit or the error, not later on the embedder."""
+    channel.stage("embedder_batches")
+    for size in job.embed_batch_sizes:
+        if size in (1, NAN_BATCH):
+            continue
+        images = np.resize(blob, (size, *blob.shape[1:]))
+        try:
+            out = np.asarray(session.run(None, {input_name: images})[0])
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises several types
+            channel.error(*_failure("run_failed", f"the model fails on a batch of {size} images "
+                                    "(a size the embedder uses)", exc, job))
+            return
+        if out.ndim != 2 or out.shape[0] != size or not np.isfinite(out).all():
+            channel.error("feature_shape" if out.ndim != 2 or out.shape[0] != size
+                          else "non_finite_output",
+                          f"a batch of {size} images (a size the embedder uses) gives features "
+                          f"of shape {_dims(out)}{'' if np.isfinite(out).all() else ' with NaN/Inf'}")
+            return
 
 
 def _latency(session: ort.InferenceSession, input_name: str, one: np.ndarray) -> tuple[object, float]:

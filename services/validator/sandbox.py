@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
-import signal
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mfr.confine import describe_exit, log_tail, out_of_memory
 from mfr.cpus import usable_cpus
 from mfr.modelcheck.report import ERROR_CODES, WARNING_CODES, Finding
 from services.validator.probe import CHILD_LOG, ProbeJob, child_main
@@ -47,9 +46,9 @@ STAGES = {
     "latency": "timing 50 single-image runs",
     "batch": "running a batch of 32 images",
     "consistency": "comparing batch features with one-by-one runs",
+    "embedder_batches": "running the batch sizes the embedder uses",
 }
 _LOADING = {"start", "parse", "analyse", "load"}
-_MEMORY_HINTS = ("bad_alloc", "memoryerror", "out of memory", "failed to allocate")
 
 Observer = Callable[[str, int], None]  # (stage, child pid)
 
@@ -193,9 +192,8 @@ class Sandbox:
                 f"(stopped while {doing}); the model is too slow or hangs",
             ))  # fmt: skip
             return
-        log_tail = _tail(workdir / CHILD_LOG).lower()
-        how = _describe_exit(exitcode)
-        if exitcode == -signal.SIGKILL or any(h in log_tail for h in _MEMORY_HINTS):
+        how = describe_exit(exitcode)
+        if out_of_memory(exitcode, log_tail(workdir / CHILD_LOG)):
             result.errors.append(Finding(
                 "resource_limit",
                 f"the model exhausted the validator's memory limit of "
@@ -204,24 +202,3 @@ class Sandbox:
             return
         code = "load_failed" if result.stage in _LOADING else "run_failed"
         result.errors.append(Finding(code, f"onnxruntime crashed while {doing} (the checker {how})"))
-
-
-def _describe_exit(exitcode: int | None) -> str:
-    if exitcode is None:
-        return "did not exit"
-    if exitcode < 0:
-        try:
-            return f"was killed by {signal.Signals(-exitcode).name}"
-        except ValueError:
-            return f"was killed by signal {-exitcode}"
-    return f"exited with status {exitcode}"
-
-
-def _tail(path: Path, limit: int = 8192) -> str:
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, fh.tell() - limit))
-            return fh.read().decode("utf-8", "replace")
-    except OSError:
-        return ""

@@ -62,11 +62,13 @@ class ValidatorServicer(validator_pb2_grpc.ValidatorServiceServicer):
     def Validate(
         self, request: validator_pb2.ValidateRequest, context: grpc.ServicerContext
     ) -> validator_pb2.ValidateResponse:
-        track = self._challenge(request.challenge_toml).track(request.track_id)
+        challenge = self._challenge(request.challenge_toml)
+        track = challenge.track(request.track_id)
         upload = ObjectRef(request.upload.bucket, request.upload.key, request.upload.sha256)
         wanted = request.extracted_model
         extracted = ObjectRef(wanted.bucket, wanted.key) if wanted.key else None
-        report, stored = validate_stored(self.validator, self.store, upload, track, extracted)
+        report, stored = validate_stored(self.validator, self.store, upload, track, extracted,
+                                         challenge.embedding.batch_sizes)
         response = validator_pb2.ValidateResponse(report=report_to_proto(report))
         if stored is not None:
             response.model.CopyFrom(types_pb2.ObjectRef(

@@ -68,7 +68,10 @@ class Validator:
         except (RuntimeError, OSError) as exc:
             raise Unavailable(f"latency calibration failed: {exc}", code="calibration_failed") from exc
 
-    def validate(self, upload: Path, track: Track, *, model_out: Path | None = None) -> ValidationReport:
+    def validate(self, upload: Path, track: Track, *, model_out: Path | None = None,
+                 batch_sizes: tuple[int, ...] = ()) -> ValidationReport:
+        """The report on ``upload`` for ``track``; ``batch_sizes`` are the embedder's
+        (the challenge's ``[embedding]``): the model must run at every one of them."""
         """Check ``upload`` (.zip or .onnx) against ``track``.
 
         When the model is accepted and ``model_out`` is given, the model as it
@@ -102,7 +105,8 @@ class Validator:
                 return report.finish()
             report.model_sha256 = _sha256(model.model_path)
             result = self.sandbox.run(
-                self.sandbox.job(model.model_path, workdir, track.max_feature_dim)
+                self.sandbox.job(model.model_path, workdir, track.max_feature_dim,
+                                 embed_batch_sizes=tuple(batch_sizes))
             )
             report.errors.extend(result.errors)
             report.warnings.extend(result.warnings)

@@ -17,6 +17,7 @@ import pytest
 
 from mfr.challenge import parse_challenge
 from mfr.scorer.v1 import scorer_pb2
+from tests.worker_support import wait_for
 
 from .test_scorer_service_support import (  # noqa: F401 - the fixtures are used by name
     CHALLENGE_TOML,
@@ -26,7 +27,6 @@ from .test_scorer_service_support import (  # noqa: F401 - the fixtures are used
     offline_reference_fixture,
     queue_tasks,
     scoring_fixture,
-    wait_for,
     workers_of,
 )
 

@@ -17,8 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from concurrent import futures
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +30,7 @@ from mfr.rpc.client import channel, health_status
 from mfr.rpc.server import GrpcServer
 from mfr.scorer.v1 import scorer_pb2, scorer_pb2_grpc
 from mfr.testset.format import INFO_NAME, MANIFEST_NAME, TestSetWriter
+from tests.worker_support import Workers
 
 TILE_SIZE = 96
 CHALLENGE_TOML = """
@@ -217,65 +217,6 @@ WORKER_ENV = {"MFR_SCORER_TILE_SIZE": str(TILE_SIZE), "MFR_SCORER_THREADS": "1",
               "OMP_NUM_THREADS": "1"}
 
 
-@dataclass
-class Workers:
-    """Scorer worker processes of one test; all are stopped (killed if need be) at exit."""
-
-    env: dict[str, str]
-    logs: Path
-    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
-    ports: dict[str, int] = field(default_factory=dict)
-
-    def start(self, name: str, wait: bool = True, **extra_env: str) -> subprocess.Popen:
-        port = free_port()
-        env = {**os.environ, **self.env, **WORKER_ENV, **extra_env, "MFR_GRPC_PORT": str(port),
-               "MFR_METRICS_PORT": "0", "MFR_WORKER_NAME": name,
-               "MFR_CACHE_DIR": str(self.logs / "cache" / name)}
-        self.logs.mkdir(parents=True, exist_ok=True)
-        with open(self.logs / f"{name}.log", "ab") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "cli.main", "serve", "scorer-worker"], env=env,
-                stdout=log, stderr=subprocess.STDOUT)
-        self.processes[name], self.ports[name] = process, port
-        if wait:
-            self.wait_serving(name)
-        return process
-
-    def wait_serving(self, name: str, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while health_status(f"127.0.0.1:{self.ports[name]}") != "SERVING":
-            if self.processes[name].poll() is not None:
-                raise AssertionError(f"{name} exited: {self.log(name)[-3000:]}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{name} not SERVING: {self.log(name)[-3000:]}")
-            time.sleep(0.1)
-
-    def start_many(self, count: int, prefix: str = "w", **extra_env: str) -> None:
-        with futures.ThreadPoolExecutor(count) as pool:
-            names = [f"{prefix}{i}" for i in range(count)]
-            for name in names:
-                self.start(name, wait=False, **extra_env)
-            list(pool.map(self.wait_serving, names))
-
-    def log(self, name: str) -> str:
-        return (self.logs / f"{name}.log").read_text(errors="replace")
-
-    def kill(self, name: str) -> None:
-        self.processes[name].send_signal(signal.SIGKILL)
-        self.processes[name].wait(timeout=10)
-
-    def stop_all(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
 # --- fixtures ------------------------------------------------------------------------
 @pytest.fixture(scope="session", name="offline_reference")
 def offline_reference_fixture(tmp_path_factory) -> dict:
@@ -288,7 +229,7 @@ def scoring_fixture(db_pool, object_store, service_env, tmp_path, offline_refere
     """The API in-process, the inputs stored, and a pool to start worker processes in."""
     data = job_data()
     api = start_api(db_pool, object_store)
-    workers = Workers(service_env, tmp_path / "workers")
+    workers = Workers(service_env, tmp_path / "workers", "scorer-worker", WORKER_ENV)
     setup = {"api": api, "workers": workers, "data": data, "pool": db_pool,
              "testset_id": store_testset(object_store, data, tmp_path),
              "features": store_features(object_store, data.features),
@@ -312,13 +253,3 @@ def queue_tasks(pool, job_id: str) -> list[dict]:
         return conn.execute(
             "SELECT id, task_name, status::text AS status, attempts, args"
             " FROM procrastinate_jobs WHERE args->>'job_id' = %s ORDER BY id", (job_id,)).fetchall()
-
-
-def wait_for(condition, timeout: float = 30, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")

@@ -27,7 +27,8 @@ if _version_not_supported:
 
 
 class EmbedderServiceStub:
-    """Turns (model, test set) into features with onnxruntime (CUDA when present, else CPU).
+    """Embedding jobs: one task per test-set shard on a queue that any number of
+    embedder workers drain; the features are assembled when the last shard is done.
     """
 
     def __init__(self, channel):
@@ -36,19 +37,57 @@ class EmbedderServiceStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.Embed = channel.unary_stream(
-                '/mfr.embedder.v1.EmbedderService/Embed',
-                request_serializer=mfr_dot_embedder_dot_v1_dot_embedder__pb2.EmbedRequest.SerializeToString,
-                response_deserializer=mfr_dot_embedder_dot_v1_dot_embedder__pb2.EmbedProgress.FromString,
+        self.SubmitJob = channel.unary_unary(
+                '/mfr.embedder.v1.EmbedderService/SubmitJob',
+                request_serializer=mfr_dot_embedder_dot_v1_dot_embedder__pb2.SubmitJobRequest.SerializeToString,
+                response_deserializer=mfr_dot_embedder_dot_v1_dot_embedder__pb2.Job.FromString,
+                _registered_method=True)
+        self.GetJob = channel.unary_unary(
+                '/mfr.embedder.v1.EmbedderService/GetJob',
+                request_serializer=mfr_dot_embedder_dot_v1_dot_embedder__pb2.GetJobRequest.SerializeToString,
+                response_deserializer=mfr_dot_embedder_dot_v1_dot_embedder__pb2.Job.FromString,
+                _registered_method=True)
+        self.WatchJob = channel.unary_stream(
+                '/mfr.embedder.v1.EmbedderService/WatchJob',
+                request_serializer=mfr_dot_embedder_dot_v1_dot_embedder__pb2.GetJobRequest.SerializeToString,
+                response_deserializer=mfr_dot_embedder_dot_v1_dot_embedder__pb2.Job.FromString,
+                _registered_method=True)
+        self.CancelJob = channel.unary_unary(
+                '/mfr.embedder.v1.EmbedderService/CancelJob',
+                request_serializer=mfr_dot_embedder_dot_v1_dot_embedder__pb2.GetJobRequest.SerializeToString,
+                response_deserializer=mfr_dot_embedder_dot_v1_dot_embedder__pb2.Job.FromString,
                 _registered_method=True)
 
 
 class EmbedderServiceServicer:
-    """Turns (model, test set) into features with onnxruntime (CUDA when present, else CPU).
+    """Embedding jobs: one task per test-set shard on a queue that any number of
+    embedder workers drain; the features are assembled when the last shard is done.
     """
 
-    def Embed(self, request, context):
-        """Embed a test set (or some of its shards); progress is streamed until the features are written.
+    def SubmitJob(self, request, context):
+        """Create the job and queue its shards (idempotent per job id: the same request
+        returns the existing job, another request under the same id is refused).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetJob(self, request, context):
+        """The job now.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchJob(self, request, context):
+        """The job now, then again at every change, until it ends.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelJob(self, request, context):
+        """Stop a job: waiting shards are dropped, running ones stop within seconds.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -57,10 +96,25 @@ class EmbedderServiceServicer:
 
 def add_EmbedderServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'Embed': grpc.unary_stream_rpc_method_handler(
-                    servicer.Embed,
-                    request_deserializer=mfr_dot_embedder_dot_v1_dot_embedder__pb2.EmbedRequest.FromString,
-                    response_serializer=mfr_dot_embedder_dot_v1_dot_embedder__pb2.EmbedProgress.SerializeToString,
+            'SubmitJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitJob,
+                    request_deserializer=mfr_dot_embedder_dot_v1_dot_embedder__pb2.SubmitJobRequest.FromString,
+                    response_serializer=mfr_dot_embedder_dot_v1_dot_embedder__pb2.Job.SerializeToString,
+            ),
+            'GetJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJob,
+                    request_deserializer=mfr_dot_embedder_dot_v1_dot_embedder__pb2.GetJobRequest.FromString,
+                    response_serializer=mfr_dot_embedder_dot_v1_dot_embedder__pb2.Job.SerializeToString,
+            ),
+            'WatchJob': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchJob,
+                    request_deserializer=mfr_dot_embedder_dot_v1_dot_embedder__pb2.GetJobRequest.FromString,
+                    response_serializer=mfr_dot_embedder_dot_v1_dot_embedder__pb2.Job.SerializeToString,
+            ),
+            'CancelJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelJob,
+                    request_deserializer=mfr_dot_embedder_dot_v1_dot_embedder__pb2.GetJobRequest.FromString,
+                    response_serializer=mfr_dot_embedder_dot_v1_dot_embedder__pb2.Job.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -71,11 +125,66 @@ def add_EmbedderServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class EmbedderService:
-    """Turns (model, test set) into features with onnxruntime (CUDA when present, else CPU).
+    """Embedding jobs: one task per test-set shard on a queue that any number of
+    embedder workers drain; the features are assembled when the last shard is done.
     """
 
     @staticmethod
-    def Embed(request,
+    def SubmitJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mfr.embedder.v1.EmbedderService/SubmitJob',
+            mfr_dot_embedder_dot_v1_dot_embedder__pb2.SubmitJobRequest.SerializeToString,
+            mfr_dot_embedder_dot_v1_dot_embedder__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mfr.embedder.v1.EmbedderService/GetJob',
+            mfr_dot_embedder_dot_v1_dot_embedder__pb2.GetJobRequest.SerializeToString,
+            mfr_dot_embedder_dot_v1_dot_embedder__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchJob(request,
             target,
             options=(),
             channel_credentials=None,
@@ -88,9 +197,36 @@ class EmbedderService:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/mfr.embedder.v1.EmbedderService/Embed',
-            mfr_dot_embedder_dot_v1_dot_embedder__pb2.EmbedRequest.SerializeToString,
-            mfr_dot_embedder_dot_v1_dot_embedder__pb2.EmbedProgress.FromString,
+            '/mfr.embedder.v1.EmbedderService/WatchJob',
+            mfr_dot_embedder_dot_v1_dot_embedder__pb2.GetJobRequest.SerializeToString,
+            mfr_dot_embedder_dot_v1_dot_embedder__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mfr.embedder.v1.EmbedderService/CancelJob',
+            mfr_dot_embedder_dot_v1_dot_embedder__pb2.GetJobRequest.SerializeToString,
+            mfr_dot_embedder_dot_v1_dot_embedder__pb2.Job.FromString,
             options,
             channel_credentials,
             insecure,

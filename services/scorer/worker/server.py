@@ -57,8 +57,9 @@ def build(settings: ScorerWorkerSettings) -> Process:
     context = WorkerContext(pool, book, deferrer, store, inputs, backend, settings)
     coordinator = Coordinator(context)
     tiles = TileWork(context, name)
-    spec = QueueSpec(QUEUE, PRIORITY, {PLAN: coordinator.plan_job, TILE: tiles.score,
-                                       MERGE: coordinator.merge_round}, coordinator.on_failure)
+    spec = QueueSpec((QUEUE,), PRIORITY, {PLAN: coordinator.plan_job, TILE: tiles.score,
+                                          MERGE: coordinator.merge_round},
+                     coordinator.on_failure, lambda _task, _kwargs: settings.scorer_task_deadline_s)
     timing = WorkerTiming(settings.scorer_heartbeat_s, settings.scorer_stalled_s,
                           settings.scorer_reap_every_s, settings.scorer_poll_s)
     worker = QueueWorker(worker_app(url, spec, settings.scorer_retry_wait_s), spec, name, timing,

@@ -1,0 +1,102 @@
+"""The shard queue: procrastinate tasks on PostgreSQL (docs/embedder.md).
+
+One queue per runtime (``embedder:onnxruntime-cpu``, ``embedder:torch-cuda``,
+...): a worker drains the queues of the runtimes it can run, so a CPU pod never
+takes a shard of a challenge embedded on GPUs. Two tasks: ``embedder.shard`` (one
+shard of a job) and ``embedder.assemble`` (the features, once every shard is
+done; it runs before waiting shards).
+
+Fair shares: a shard's priority is minus its fair key (start-time fair queuing,
+:meth:`services.embedder.jobs.JobBook.fair_clock`), so the k-th shard of a job
+submitted later waits behind the k-th waiting shard of every earlier job, not
+behind all of them: with J jobs waiting, each gets 1/J of the workers.
+
+Deferral is synchronous and takes the caller's connection, so a job's rows and
+its tasks appear in one transaction or not at all; the workers' side is
+:mod:`mfr.taskqueue`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import psycopg
+from procrastinate import App, SyncPsycopgConnector
+from prometheus_client import Gauge
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import REGISTRY
+from psycopg_pool import ConnectionPool
+
+SHARD = "embedder.shard"
+ASSEMBLE = "embedder.assemble"
+ASSEMBLE_PRIORITY = 1  # above every shard (shards have priority <= 0)
+
+
+def queue_name(runtime: str) -> str:
+    return f"embedder:{runtime}"
+
+
+class Deferrer:
+    """Puts shard and assemble tasks on the queue, inside the caller's transaction."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self.app = App(connector=SyncPsycopgConnector())
+        self.app.open(pool)  # an external pool: opening it is the caller's business
+
+    def shards(self, conn: psycopg.Connection, job_id: str, runtime: str,
+               shards: list[tuple[int, int]]) -> list[int]:
+        """One task per (shard index, fair key); returns the task ids in the same order."""
+        return [self.app.configure_task(SHARD, queue=queue_name(runtime), priority=-fair_key,
+                                        connection=conn).defer(job_id=job_id, shard=index)
+                for index, fair_key in shards]
+
+    def assemble(self, conn: psycopg.Connection, job_id: str, runtime: str) -> int:
+        return self.app.configure_task(ASSEMBLE, queue=queue_name(runtime), connection=conn,
+                                       priority=ASSEMBLE_PRIORITY).defer(job_id=job_id)
+
+    def cancel(self, conn: psycopg.Connection, task_ids: list[int]) -> int:
+        """Cancel tasks still waiting (running ones notice their job's state); returns how many."""
+        manager = self.app.job_manager
+        return sum(manager.cancel_job_by_id(task_id, connection=conn) for task_id in task_ids)
+
+
+#: The autoscaling signal (k8s/components/queue-autoscaling), read from PostgreSQL at
+#: every scrape by the embedder API and every embedder worker.
+QUEUE_SHARDS = Gauge("mfr_embedder_queue_shards",
+                     "Shards of active embedding jobs not done yet (waiting or being embedded)")
+PER_JOB = "mfr_embedder_queue_shards_per_job"
+
+
+class _PerJob:
+    """``mfr_embedder_queue_shards_per_job{job}``: the same count, per job."""
+
+    def __init__(self, read: Callable[[], dict[str, int]]) -> None:
+        self.read = read
+
+    def describe(self):
+        return [GaugeMetricFamily(PER_JOB, "Shards not done yet, per embedding job", labels=["job"])]
+
+    def collect(self):
+        family = GaugeMetricFamily(PER_JOB, "Shards not done yet, per embedding job",
+                                   labels=["job"])
+        try:
+            waiting = self.read()
+        except Exception:  # noqa: BLE001 - a scrape must not fail because PostgreSQL is down
+            waiting = {}
+        for job_id, count in sorted(waiting.items()):
+            family.add_metric([job_id], count)
+        yield family
+
+
+def export_queue_depth(read: Callable[[], dict[str, int]]) -> None:
+    """Report the queue's depth at every scrape, in total (NaN while the database does not
+    answer) and per job."""
+
+    def total() -> float:
+        try:
+            return float(sum(read().values()))
+        except Exception:  # noqa: BLE001 - a scrape must not fail because PostgreSQL is down
+            return float("nan")
+
+    QUEUE_SHARDS.set_function(total)
+    REGISTRY.register(_PerJob(read))

@@ -1,0 +1,91 @@
+"""The embedder worker process: drains the shard queues (``mfr serve embedder-worker``).
+
+Any number of these, on one machine (``mfr up --embedders N``) or as pods (the
+embedder-worker Deployment and its HPA), take shard and assembly tasks from the
+queues of the runtimes they can run (``MFR_EMBEDDER_RUNTIMES``, default: all this
+machine can). Each runs one task at a time; the model runs in a confined child
+process (services/embedder/worker/sandbox.py), loaded once per model. Health on
+``MFR_GRPC_PORT`` (SERVING once PostgreSQL and S3 answer); the queue's depth
+(``mfr_embedder_queue_shards``) on ``MFR_METRICS_PORT``.
+
+SIGTERM: health goes NOT_SERVING, no new task is taken, the running one has
+``MFR_SHUTDOWN_GRACE_S`` to finish; past that it is handed back (another worker
+redoes it) and the process exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+from mfr.db.pool import make_pool, ping
+from mfr.logs import get_logger
+from mfr.rpc.process import Process, serve
+from mfr.storage import ObjectStore
+from mfr.taskqueue import QueueSpec, QueueWorker, WorkerTiming, worker_app
+from services.embedder.config import MIB, EmbedderWorkerSettings
+from services.embedder.jobs import JobBook
+from services.embedder.queue import (
+    ASSEMBLE,
+    ASSEMBLE_PRIORITY,
+    SHARD,
+    Deferrer,
+    export_queue_depth,
+    queue_name,
+)
+from services.embedder.runtime import runtimes_here
+from services.embedder.worker.models import ModelCache
+from services.embedder.worker.steps import StepContext, Steps
+
+log = get_logger("services.embedder.worker")
+NAME = "embedder-worker"
+# Past the shard's own deadline (the model's process is killed then), what a worker may
+# spend on fetching and uploading before the task is abandoned and retried elsewhere.
+STEP_MARGIN_S = 600.0
+
+
+def build(settings: EmbedderWorkerSettings) -> Process:
+    if settings.log_level.upper() != "DEBUG":
+        logging.getLogger("procrastinate").setLevel(logging.WARNING)  # two lines per shard
+    name = settings.worker_name or f"{socket.gethostname()}-{os.getpid()}"
+    runtimes = (runtimes_here() if settings.embedder_runtimes == "auto"
+                else tuple(r.strip() for r in settings.embedder_runtimes.split(",") if r.strip()))
+    url = settings.database_url.get_secret_value()
+    pool = make_pool(url, min_size=1, max_size=4, name=NAME)
+    pool.open(wait=False)
+    store = ObjectStore.from_settings(settings)
+    book = JobBook(pool)
+    models = ModelCache(store, settings.work_root() / "models", settings.embedder_cached_models,
+                        settings.threads(), settings.embedder_memory_mb * MIB,
+                        settings.embedder_file_mb * MIB)
+    steps = Steps(StepContext(pool, book, Deferrer(pool), store, models, settings.cache_dir,
+                              name, settings.embedder_attempts,
+                              settings.embedder_fault_shard_delay_s,
+                              settings.embedder_fault_fail_shard))
+
+    def deadline(task: str, kwargs: dict) -> float | None:
+        if task != SHARD:
+            return None
+        return book.job(kwargs["job_id"])["shard_deadline_s"] + STEP_MARGIN_S
+
+    spec = QueueSpec(tuple(queue_name(r) for r in runtimes),
+                     {SHARD: 0, ASSEMBLE: ASSEMBLE_PRIORITY},
+                     {SHARD: steps.shard, ASSEMBLE: steps.assemble}, steps.on_failure, deadline)
+    timing = WorkerTiming(settings.embedder_heartbeat_s, settings.embedder_stalled_s,
+                          settings.embedder_reap_every_s, settings.embedder_poll_s)
+    worker = QueueWorker(worker_app(url, spec, settings.embedder_retry_wait_s), spec, name,
+                         timing, settings.shutdown_grace_s)
+    export_queue_depth(book.shards_waiting)
+    log.info("worker configured", worker=name, runtimes=list(runtimes),
+             threads=settings.threads())
+
+    def close() -> None:
+        models.close()
+        pool.close()
+
+    return Process(ready=lambda: ping(pool) and store.ready(), background=[worker], on_stop=close)
+
+
+def main() -> None:
+    serve(NAME, EmbedderWorkerSettings, build)

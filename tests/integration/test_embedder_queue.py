@@ -1,0 +1,68 @@
+"""Embedding at scale: one submission's shards shared by embedder worker processes.
+
+Real PostgreSQL, S3 and worker processes; every finished run's features must equal
+``mfr embed``'s on the same model and test set, bit for bit, whatever the number
+of workers, the order they take shards in, or a worker killed or frozen mid-shard.
+"""
+
+from __future__ import annotations
+
+import signal
+
+import numpy as np
+import pytest
+
+from mfr.embedder.v1 import embedder_pb2
+from tests.integration.embedder_support import GOOD_MODEL, shard_rows
+from tests.worker_support import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_any_number_of_workers_gives_the_features_of_mfr_embed(embedding, good_reference,
+                                                               workers):
+    api, pool_of_workers, db = embedding
+    pool_of_workers.start_many(workers)
+    model = api.model(GOOD_MODEL, "good")
+    api.submit("job", model)
+    job = api.wait("job")
+    assert job.state == embedder_pb2.JOB_STATE_DONE, job.error
+    features = api.features(job)
+    assert features.dtype == np.float32
+    assert np.array_equal(features.view(np.int32), good_reference.view(np.int32))
+    rows = shard_rows(db, "job")
+    assert len(rows) == 4 and all(r["done_at"] for r in rows)
+    assert job.runtime.name == "onnxruntime-cpu" and job.runtime.batch_size == 32
+    if workers > 1:  # the shards were shared, not all taken by one worker
+        assert len({r["done_by"] for r in rows}) >= 2
+
+
+def test_a_worker_killed_mid_shard_loses_it_to_another(embedding, good_reference):
+    api, workers, db = embedding
+    workers.start("victim", MFR_EMBEDDER_FAULT_SHARD_DELAY_S="300")
+    api.submit("killed", api.model(GOOD_MODEL, "good"))
+    held = wait_for(lambda: [r for r in shard_rows(db, "killed") if r["started_at"]],
+                    what="the victim to take a shard")
+    workers.kill("victim")
+    workers.start("survivor")
+    job = api.wait("killed")
+    assert job.state == embedder_pb2.JOB_STATE_DONE, job.error
+    assert np.array_equal(api.features(job).view(np.int32), good_reference.view(np.int32))
+    redone = next(r for r in shard_rows(db, "killed") if r["shard"] == held[0]["shard"])
+    assert redone["done_by"] == "survivor" and redone["failures"] == 1
+
+
+def test_a_frozen_worker_loses_its_shard_after_the_deadline(embedding, good_reference):
+    api, workers, db = embedding
+    workers.start("frozen", MFR_EMBEDDER_FAULT_SHARD_DELAY_S="2")
+    api.submit("frozen", api.model(GOOD_MODEL, "good"))
+    held = wait_for(lambda: [r for r in shard_rows(db, "frozen") if r["started_at"]],
+                    what="the worker to take a shard")
+    workers.signal("frozen", signal.SIGSTOP)  # alive, silent: no heartbeat, no progress
+    workers.start("thawed")
+    job = api.wait("frozen")
+    assert job.state == embedder_pb2.JOB_STATE_DONE, job.error
+    assert np.array_equal(api.features(job).view(np.int32), good_reference.view(np.int32))
+    taken = next(r for r in shard_rows(db, "frozen") if r["shard"] == held[0]["shard"])
+    assert taken["done_by"] == "thawed"
