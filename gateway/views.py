@@ -36,6 +36,9 @@ def submission_json(row: dict, shown: bool, detail: bool = False) -> dict:
         "latency_ms": row["latency_ms"],
         "progress": row["progress"],
         "run": row["run"],
+        # What embedded the features (runtime, version, device, batch size): shown beside
+        # the scores, since a challenge's board never mixes runtimes.
+        "embedding": row["embedding"],
     }
     if detail:
         out["roc"] = {pid: s.get("roc", []) for pid, s in scores.items()}

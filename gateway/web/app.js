@@ -191,6 +191,15 @@ function validationReport(v, errors) {
   return `<table class="report">${rows.join("")}</table>${list("Errors", errors)}${list("Warnings", v && v.warnings)}`;
 }
 
+function embeddingReport(e) {
+  if (!e || !e.name) return "";
+  const rows = [["Runtime", e.name], ["Version", e.version], ["Device", e.device],
+    ["Batch size", e.batch_size], ["Instead of the challenge's runtime because", e.fallback_reason]]
+    .filter(([, value]) => value !== undefined && value !== null && value !== "")
+    .map(([label, value]) => `<tr><th>${label}</th><td>${esc(value)}</td></tr>`);
+  return `<h3>Embedded with</h3><table class="report" data-testid="embedding">${rows.join("")}</table>`;
+}
+
 async function showSubmission(id, nav) {
   renderTabs(null);
   let s;
@@ -222,6 +231,7 @@ async function showSubmission(id, nav) {
     ${s.progress ? `<p class="muted">${esc(s.progress.stage || "")} ${s.progress.done ?? ""}/${s.progress.total ?? ""} ${esc(s.progress.unit || "")}</p>` : ""}
     ${scoreRows ? `<table class="scores"><thead><tr><th>Protocol</th><th>TAR %</th><th>FAR target</th><th>Threshold</th><th>Genuine accepted</th><th>Impostors accepted</th></tr></thead><tbody>${scoreRows}</tbody></table>` : ""}
     <div class="plots">${curves.length ? plot("roc", curves) + plot("det", curves) : ""}</div>
+    ${embeddingReport(s.embedding)}
     <h3>Validation report</h3>
     <div data-testid="validation">${validationReport(s.validation, s.errors)}</div>
   </article>`;

@@ -16,7 +16,7 @@ COLUMNS = sql.SQL(
     " s.state, s.created_at, s.updated_at, s.validation, s.scores, s.ranking_score,"
     " s.ranking_exact, s.public, s.error, s.error_code, s.model_size_mb, s.latency_ms, s.run,"
     " s.progress, s.upload_size, s.result_key, s.attempts, s.lease_owner, s.lease_until,"
-    " p.name AS participant, p.is_baseline AS baseline")
+    " s.embedding, p.name AS participant, p.is_baseline AS baseline")
 
 
 def valid_id(submission_id: str) -> str:

@@ -122,7 +122,11 @@ def open_runtime(model: bytes, runtime: str, threads: int | None = None):
     ``info``. torch runs the graph when its converter covers every operator, else
     onnxruntime on the same kind of device does (the reason is in ``info``)."""
     if runtime.startswith("torch-"):
-        from services.embedder.torch_runtime import TorchRunner, Unconvertible
+        try:
+            from services.embedder.torch_runtime import TorchRunner, Unconvertible
+        except ImportError:
+            raise InvalidInput(f"{runtime} needs torch, which is not installed here",
+                               code="runtime_unavailable") from None
 
         device = runtime.removeprefix("torch-")
         try:

@@ -10,10 +10,7 @@ import time
 
 import pytest
 
-from tests.e2e.journey_stack import skip_reason
-
-pytestmark = [pytest.mark.e2e,
-              pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or "")]
+pytestmark = pytest.mark.e2e
 
 
 def test_demo_prints_the_final_leaderboard(tmp_path):

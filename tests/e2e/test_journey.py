@@ -17,11 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.journey_stack import skip_reason
 from tests.journey_support import challenge_toml
 
-pytestmark = [pytest.mark.e2e,
-              pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or "")]
+pytestmark = pytest.mark.e2e
 
 NOW = datetime(2030, 3, 10, 15, 0, tzinfo=UTC)  # inside the window below
 OPENS, CLOSES = NOW - timedelta(days=5), NOW + timedelta(days=10)
@@ -73,13 +71,19 @@ def journey(tmp_path_factory):
     models = {name: zip_model(root / "baselines" / f"{name}.onnx", root / f"{name}.zip")
               for name in ("synth-lda-100", "synth-lda-400", "synth-random")}
     from mfr.onnxzoo.corpus import fp16_weights
+    from mfr.onnxzoo.hostile import batch_trap
 
     models["float16"] = zip_model(fp16_weights(), root / "float16.zip")
+    models["batch-trap"] = zip_model(batch_trap(), root / "batch-trap.zip")
+    # `mfr up --embedders 2 --scorers 2`: two workers of each kind share every submission.
     stack = Stack(StackConfig(state_dir=root / "state", gateway_port=free_port(),
                               challenge=challenge, testset=default_testset(0.001),
+                              scorers=2, embedders=2,
                               extra_env={"MFR_ALLOW_FAKE_CLOCK": "1",
                                          "MFR_FAKE_CLOCK_FILE": str(clock_file),
-                                         "MFR_DISPATCH_WORKERS": "2"}),
+                                         "MFR_DISPATCH_WORKERS": "2",
+                                         # the trap hangs: give up on it in seconds, not 5 min
+                                         "MFR_VALIDATOR_TIMEOUT_S": "30"}),
                   say=lambda line: None)
     try:
         addresses = stack.start()
@@ -167,6 +171,26 @@ def test_the_participants_journey(journey):
         bob.submit(j.models["synth-lda-100"], "A")
     assert err.value.status == 403
     j.at(NOW)
+
+
+def test_a_batch_size_trap_is_rejected_while_another_participant_is_scored(journey):
+    """A model correct at the checker's batch sizes (1, 32) that hangs at the embedder's
+    others: the validator runs those too and rejects it (timeout), without holding up the
+    other participant, whose submission two embedder workers share."""
+    j = journey
+    j.at(NOW)
+    trap = j.client(j.client().signup("Cy", "Trap Inc")["token"])
+    good = j.client(j.client().signup("Dee", "Good Lab")["token"])
+    trapped = trap.submit(j.models["batch-trap"], "A")
+    fine = good.submit(j.models["synth-lda-400"], "A")
+    scored = _wait_final(good, fine["id"])
+    assert scored["state"] == "scored"
+    assert scored["embedding"]["name"] == "onnxruntime-cpu"
+    assert scored["embedding"]["batch_size"] == 32
+    rejected = _wait_final(trap, trapped["id"])
+    assert rejected["state"] == "rejected"
+    assert [e["code"] for e in rejected["errors"]] == ["timeout"]
+    assert "batch sizes the embedder uses" in rejected["errors"][0]["message"]
 
 
 def test_ranker_grpc_mirrors_the_http_board(journey):

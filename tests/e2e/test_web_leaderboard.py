@@ -43,10 +43,13 @@ def site(db_pool, object_store):
         for minutes, (name, org, hidden, baseline, mask, mr) in enumerate(rows):
             pid, token = add_participant(conn, name, org, hidden=hidden, baseline=baseline)
             sid = add_submission(conn, pid, created_at=T0 + timedelta(minutes=minutes))
-            conn.execute("UPDATE submissions SET validation = %s WHERE id = %s", (Jsonb({
-                "ok": True, "errors": [], "warnings": [], "feature_dim": 512,
-                "model_size_mb": 91.658, "latency_ms": 1.856, "latency_limit_ms": 10.0,
-                "device": "CPU (test)", "input_mean": 127.5, "input_std": 127.5}), sid))
+            conn.execute("UPDATE submissions SET validation = %s, embedding = %s WHERE id = %s",
+                         (Jsonb({"ok": True, "errors": [], "warnings": [], "feature_dim": 512,
+                                 "model_size_mb": 91.658, "latency_ms": 1.856,
+                                 "latency_limit_ms": 10.0, "device": "CPU (test)",
+                                 "input_mean": 127.5, "input_std": 127.5}),
+                          Jsonb({"name": "onnxruntime-cpu", "version": "onnxruntime 1.32.0",
+                                 "device": "CPU, 2 threads", "batch_size": 32}), sid))
             conn.commit()
             results.record(sid, built_in_scores(mask, mr), model_size_mb=91.658 + minutes,
                            latency_ms=1.856 + minutes)
@@ -102,6 +105,8 @@ def test_leaderboard_page_in_a_real_browser(site, tmp_path):
             assert page.locator("[data-testid=roc-plot] polyline").count() == 7
             assert page.locator("[data-testid=det-plot] polyline").count() == 7
             assert "512" in page.locator("[data-testid=validation]").inner_text()
+            embedded = page.locator("[data-testid=embedding]").inner_text()
+            assert "onnxruntime-cpu" in embedded and "CPU, 2 threads" in embedded
             page.screenshot(path=str(tmp_path / "submission.png"), full_page=True)
 
             # Signed in: my submissions, with the rejected one's validation codes.

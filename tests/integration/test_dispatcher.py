@@ -34,6 +34,7 @@ from services.dispatcher.stages import StageContext, Stages
 from services.ranker.servicer import RankerServicer
 from services.ranker.watch import BoardWatcher
 from tests.journey_support import add_participant, add_submission, built_in_scores
+from tests.worker_support import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -60,20 +61,40 @@ class FakeValidator(validator_pb2_grpc.ValidatorServiceServicer):
 class FakeEmbedder(embedder_pb2_grpc.EmbedderServiceServicer):
     def __init__(self) -> None:
         self.requests: list = []
-        self.block = threading.Event()  # set: stall until the caller goes away
+        self.block = threading.Event()  # set: the job runs until cancelled
         self.cancelled = threading.Event()
 
-    def Embed(self, request, context):
+    def SubmitJob(self, request, context):
         self.requests.append(request)
-        yield embedder_pb2.EmbedProgress(progress=types_pb2.Progress(done=1, total=2, unit="shards"))
-        while self.block.is_set():
-            if not context.is_active():
-                self.cancelled.set()
+        return embedder_pb2.Job(job_id=request.job_id, state=embedder_pb2.JOB_STATE_QUEUED)
+
+    def _job(self, job_id):
+        request = next(r for r in reversed(self.requests) if r.job_id == job_id)
+        if self.cancelled.is_set():
+            return embedder_pb2.Job(job_id=job_id, state=embedder_pb2.JOB_STATE_CANCELLED)
+        if self.block.is_set():
+            return embedder_pb2.Job(job_id=job_id, state=embedder_pb2.JOB_STATE_RUNNING,
+                                    progress=types_pb2.Progress(done=1, total=2, unit="images"))
+        return embedder_pb2.Job(
+            job_id=job_id, state=embedder_pb2.JOB_STATE_DONE, shards_done=2, shards_total=2,
+            features=request.features, feature_dim=512,
+            runtime=embedder_pb2.Runtime(name="onnxruntime-cpu", version="onnxruntime 1.0",
+                                         device="CPU, 1 threads", batch_size=32))
+
+    def WatchJob(self, request, context):
+        while True:
+            job = self._job(request.job_id)
+            yield job
+            if job.state != embedder_pb2.JOB_STATE_RUNNING or not context.is_active():
                 return
             time.sleep(0.05)
-        yield embedder_pb2.EmbedProgress(
-            progress=types_pb2.Progress(done=2, total=2, unit="shards"), shards_done=2,
-            shards_total=2, features=request.features, feature_dim=512)
+
+    def GetJob(self, request, context):
+        return self._job(request.job_id)
+
+    def CancelJob(self, request, context):
+        self.cancelled.set()
+        return self._job(request.job_id)
 
 
 class FakeScorer(scorer_pb2_grpc.ScorerServiceServicer):
@@ -273,7 +294,7 @@ def test_cancel_stops_a_running_submission(rig):
             time.sleep(0.05)
         assert _row(pool, sid)["state"] == "embedding"
         lifecycle.cancel(pool, sid)
-        assert fakes["embedder"].cancelled.wait(5), "the embedding call was not cancelled"
+        assert fakes["embedder"].cancelled.wait(5), "the embedding job was not cancelled"
         deadline = time.monotonic() + 5
         while dispatcher.active and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -282,6 +303,25 @@ def test_cancel_stops_a_running_submission(rig):
         dispatcher.stop()
     row = _row(pool, sid)
     assert row["state"] == "cancelled" and row["events"][-1] == "cancelled"
+
+
+def test_a_stopping_dispatcher_leaves_the_embedding_running_for_the_next_one(rig):
+    make, fakes, pool = rig
+    fakes["embedder"].block.set()
+    sid = _queued(pool)
+    first = make("dispatcher-1", lease_s=30.0)
+    first.start()
+    try:
+        wait_for(lambda: fakes["embedder"].requests, what="the embedding to be submitted")
+    finally:
+        first.stop()  # a graceful stop (a rolling update): gives the submission back
+    assert not fakes["embedder"].cancelled.is_set()
+    assert _row(pool, sid)["state"] == "embedding" and _row(pool, sid)["lease_owner"] is None
+    fakes["embedder"].block.clear()
+    assert make("dispatcher-2").run_once().kind == "done"  # re-attaches to the same job
+    assert {r.job_id for r in fakes["embedder"].requests} == {sid}
+    assert _row(pool, sid)["state"] == "scored"
+    assert _row(pool, sid)["embedding"]["name"] == "onnxruntime-cpu"
 
 
 def test_rerun_runs_again_under_a_new_job_id(rig):

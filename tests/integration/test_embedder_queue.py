@@ -66,3 +66,18 @@ def test_a_frozen_worker_loses_its_shard_after_the_deadline(embedding, good_refe
     assert np.array_equal(api.features(job).view(np.int32), good_reference.view(np.int32))
     taken = next(r for r in shard_rows(db, "frozen") if r["shard"] == held[0]["shard"])
     assert taken["done_by"] == "thawed"
+
+
+def test_a_challenge_on_torch_is_embedded_by_torch_everywhere(embedding, good_reference):
+    pytest.importorskip("torch")  # not a CPU dependency: runs where torch is installed
+    api, workers, db = embedding
+    workers.start_many(2, MFR_EMBEDDER_RUNTIMES="torch-cpu")
+    api.submit("torch", api.model(GOOD_MODEL, "good"),
+               challenge_toml='id = "t"\n[embedding]\nruntime = "torch-cpu"\n')
+    job = api.wait("torch")
+    assert job.state == embedder_pb2.JOB_STATE_DONE, job.error
+    assert job.runtime.name == "torch-cpu" and job.runtime.version.startswith("torch ")
+    features = api.features(job)
+    unit = features / np.linalg.norm(features, axis=1, keepdims=True)
+    reference = good_reference / np.linalg.norm(good_reference, axis=1, keepdims=True)
+    assert np.abs(unit - reference).max() <= 1e-4

@@ -63,6 +63,25 @@ def test_a_worker_killed_mid_tile_loses_nothing(scoring):
     assert workers_of(pool, "killed") == {"s0", "s1"}
 
 
+def test_a_tile_past_its_deadline_is_taken_back_while_its_worker_still_beats(scoring):
+    """A tile stuck in a live worker (its heartbeat goes on, so no one sees it stalled) is
+    abandoned at the task deadline, counted as a failure, and redone."""
+    api, workers, pool = scoring["api"], scoring["workers"], scoring["pool"]
+    stuck = workers.start("stuck", MFR_SCORER_FAULT_TILE_DELAY_S="300",
+                          MFR_SCORER_TASK_DEADLINE_S="2", MFR_SCORER_ATTEMPTS="50")
+    api.submit("deadline", scoring["features"], scoring["testset_id"])
+    held = wait_for(lambda: running_tile(pool, "deadline"), what="a tile to be taken")
+    ordinal = held["args"]["ordinal"]
+    late = wait_for(lambda: (row := tile_row(pool, "deadline", ordinal))["failures"] and row,
+                    timeout=30, what="the deadline to take the tile back")
+    assert "deadline of 2 s" in late["last_error"] and stuck.poll() is None
+    workers.stop_all()
+    workers.start("healthy")
+    job, _ = api.wait("deadline", timeout=90)
+    assert job.state == scorer_pb2.JOB_STATE_DONE, job.error
+    assert as_offline(api.result(job)) == scoring["offline"]
+
+
 def test_sigterm_hands_the_running_tile_back_at_once(scoring):
     api, workers, pool = scoring["api"], scoring["workers"], scoring["pool"]
     leaving = workers.start("leaving", MFR_SCORER_FAULT_TILE_DELAY_S="300",

@@ -15,7 +15,7 @@ from cli.main import cli
 from mfr.onnxzoo import build_tiny_model
 from mfr.testset import format as testset_format
 from mfr.testset.synth import synth_testset
-from services.embedder.embedding import choose_batch_size, embed_testset, model_sha256
+from services.embedder.embedding import embed_testset, model_sha256
 from services.embedder.parts import LocalParts
 from services.embedder.pipeline import Cancelled, Pipeline, non_finite_rows, preprocess
 from services.embedder.runtime import Runner
@@ -207,10 +207,3 @@ def test_a_failing_writer_and_a_cancel_stop_the_pipeline(testset, model_file):
     with pytest.raises(Cancelled):
         pipeline.embed(list(range(len(testset.shards))), cancel_after_first)
     assert done == [0]
-
-
-def test_batch_size_is_chosen_by_measurement(model_file):
-    runner = Runner(model_file.read_bytes(), threads=1)
-    chosen = choose_batch_size(runner, candidates=(2, 4, 8), budget_s=2.0)
-    assert chosen in (2, 4, 8)
-    assert choose_batch_size(runner, max_images=3, candidates=(2, 4, 8)) == 2
