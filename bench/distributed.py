@@ -41,7 +41,6 @@ import io
 import json
 import os
 import platform
-import signal
 import subprocess
 import sys
 import tempfile
@@ -53,51 +52,18 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.servers import (
+    Platform,
+    start_queue_workers,
+    stop_queue_workers,
+    wait_for_quiet,
+)
 from bench.synthetic import MR_CHALLENGE_TOML, RACES, add_size_options, mr_dataset
 
 MR_ALL_IMAGES = 1_624_305
 SERVICE_TILE_SIZE = 16384
 ONE_THREAD = {"MFR_SCORER_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
               "MKL_NUM_THREADS": "1", "MFR_SCORER_BACKEND": "cpu", "MFR_LOG_LEVEL": "WARNING"}
-
-
-class Platform:
-    """PostgreSQL and S3 on this machine, one schema and bucket set for the benchmark."""
-
-    def __init__(self, root: Path) -> None:
-        from cli.stack.ports import free_port
-        from cli.stack.postgres import LocalPostgres
-        from cli.stack.seaweed import LocalS3
-
-        self.postgres = LocalPostgres(root / "pg", free_port())
-        self.s3 = LocalS3(root / "s3", free_port(), "bench", "bench-secret-key")
-        self.root = root
-
-    def __enter__(self) -> Platform:  # noqa: PYI034
-        from mfr.db.migrate import migrate
-        from mfr.db.pool import make_pool
-        from mfr.settings import StorageSettings
-        from mfr.storage import ObjectStore
-
-        url = self.postgres.start()
-        endpoint = self.s3.start()
-        self.schema = "bench"
-        migrate(url, self.schema, log=lambda _line: None)
-        self.url = f"{url}?options=-c%20search_path%3D{self.schema}"
-        self.pool = make_pool(url, schema=self.schema, name="bench")
-        self.pool.open(wait=True)
-        self.store = ObjectStore.from_settings(StorageSettings(
-            s3_endpoint=endpoint, s3_access_key="bench", s3_secret_key="bench-secret-key"))
-        self.store.ensure_buckets()
-        self.env = {"MFR_DATABASE_URL": self.url, "MFR_S3_ENDPOINT": endpoint,
-                    "MFR_S3_ACCESS_KEY": "bench", "MFR_S3_SECRET_KEY": "bench-secret-key",
-                    "MFR_CACHE_DIR": str(self.root / "cache")}
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.pool.close()
-        self.s3.stop()
-        self.postgres.stop()
 
 
 def store_inputs(platform_: Platform, count: int, dim: int) -> tuple[str, object]:
@@ -126,30 +92,8 @@ def store_inputs(platform_: Platform, count: int, dim: int) -> tuple[str, object
 
 
 def start_workers(platform_: Platform, count: int, tile_size: int) -> list[subprocess.Popen]:
-    from cli.stack.ports import free_port
-    from mfr.rpc.client import wait_serving
-
-    workers, ports = [], []
-    for index in range(count):
-        port = free_port()
-        env = {**os.environ, **platform_.env, **ONE_THREAD, "MFR_GRPC_PORT": str(port),
-               "MFR_METRICS_PORT": "0", "MFR_WORKER_NAME": f"bench-{index}",
-               "MFR_SCORER_TILE_SIZE": str(tile_size), "MFR_SCORER_POLL_S": "1"}
-        log = open(platform_.root / f"worker-{index}.log", "ab")  # noqa: SIM115 - lives with it
-        workers.append(subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "serve", "scorer-worker"], env=env,
-            stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1]))
-        ports.append(port)
-    for port in ports:
-        wait_serving(f"127.0.0.1:{port}", timeout=60)
-    return workers
-
-
-def stop_workers(workers: list[subprocess.Popen]) -> None:
-    for worker in workers:
-        worker.send_signal(signal.SIGTERM)
-    for worker in workers:
-        worker.wait(timeout=60)
+    return start_queue_workers(platform_, "scorer-worker", count, {
+        **ONE_THREAD, "MFR_SCORER_TILE_SIZE": str(tile_size), "MFR_SCORER_POLL_S": "1"})
 
 
 def run_job(platform_: Platform, service, testset_id: str, features, workers: int,
@@ -170,7 +114,7 @@ def run_job(platform_: Platform, service, testset_id: str, features, workers: in
         if view.state != "done":
             raise SystemExit(f"job {job_id} ended {view.state}: {view.row['error']}")
     finally:
-        stop_workers(processes)
+        stop_queue_workers(processes)
     with platform_.pool.connection() as conn:
         phases = conn.execute(
             "SELECT extract(epoch FROM j.scoring_started_at - j.created_at) AS planning,"
@@ -190,13 +134,6 @@ def run_job(platform_: Platform, service, testset_id: str, features, workers: in
             "step_s": round(float(phases["step"]), 3),
             "ranking_score": view.row["ranking_score"],
             "load_avg_1m_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
-
-
-def wait_for_quiet(load: float, patience_s: float) -> None:
-    """On a shared machine: wait (a while) until the 1-minute load average is below ``load``."""
-    deadline = time.monotonic() + patience_s
-    while os.getloadavg()[0] > load and time.monotonic() < deadline:
-        time.sleep(5)
 
 
 def overhead(run: dict) -> dict:

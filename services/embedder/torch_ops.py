@@ -17,7 +17,7 @@ import math
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F  # noqa: N812 - the usual name
+import torch.nn.functional as F
 
 Tensor = torch.Tensor
 Op = Callable[[list[Tensor | None], dict], list[Tensor]]

@@ -70,7 +70,7 @@ def test_a_frozen_worker_loses_its_shard_after_the_deadline(embedding, good_refe
 
 def test_a_challenge_on_torch_is_embedded_by_torch_everywhere(embedding, good_reference):
     pytest.importorskip("torch")  # not a CPU dependency: runs where torch is installed
-    api, workers, db = embedding
+    api, workers, _ = embedding
     workers.start_many(2, MFR_EMBEDDER_RUNTIMES="torch-cpu")
     api.submit("torch", api.model(GOOD_MODEL, "good"),
                challenge_toml='id = "t"\n[embedding]\nruntime = "torch-cpu"\n')

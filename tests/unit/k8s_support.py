@@ -45,10 +45,16 @@ POLICY_RENDERINGS = {"production", "dev+network-policy+queue-autoscaling",
 
 # The platform's workloads: gRPC health port (probes) or the gateway's HTTP port.
 GRPC_HEALTH_PORTS = {"validator": 50051, "embedder": 50052, "scorer": 50053,
-                     "ranker": 50054, "scorer-worker": 50055, "dispatcher": 50056}
+                     "ranker": 50054, "scorer-worker": 50055, "dispatcher": 50056,
+                     "embedder-worker": 50057}
+METRICS_PORTS = {"validator": 9101, "embedder": 9102, "scorer": 9103, "ranker": 9104,
+                 "scorer-worker": 9105, "dispatcher": 9106, "embedder-worker": 9107}
 GATEWAY_PORT = 8000
-HPA_SCALED = {"embedder", "scorer-worker"}
-GPU_WORKLOADS = {"embedder", "scorer-worker"}
+# The queue workers: the HPAs own their replica count, the GPU components give them GPUs,
+# and they accept no connection but metrics scraping.
+HPA_SCALED = {"embedder-worker", "scorer-worker"}
+GPU_WORKLOADS = {"embedder-worker", "scorer-worker"}
+QUEUE_AUTOSCALING = "dev+network-policy+queue-autoscaling"
 SERVER_GRACE_S = 30  # MFR_SHUTDOWN_GRACE_S default
 
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "Job"}
@@ -116,6 +122,14 @@ def _env(container: dict, docs: list[dict]) -> dict[str, str]:
         if "value" in variable:
             values[variable["name"]] = variable["value"]
     return values
+
+
+def _external_metrics(docs: list[dict]) -> dict[str, set[str]]:
+    """HPA target -> the External metric names it reads."""
+    return {hpa["spec"]["scaleTargetRef"]["name"]:
+            {m["external"]["metric"]["name"] for m in hpa["spec"]["metrics"]
+             if m["type"] == "External"}
+            for hpa in _of_kind(docs, "HorizontalPodAutoscaler")}
 
 
 def _selects(selector: dict, labels: dict[str, str]) -> bool:

@@ -21,6 +21,7 @@ OWNERS = {
     "submission_events": "mfr/records/", "leaderboard_snapshots": "mfr/records/",
     "scoring_jobs": "services/scorer/jobs.py", "scoring_rounds": "services/scorer/jobs.py",
     "scoring_tiles": "services/scorer/jobs.py",
+    "embedding_jobs": "services/embedder/jobs.py", "embedding_shards": "services/embedder/jobs.py",
 }
 
 

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.unit.k8s_support import (
     GATEWAY_PORT,
@@ -22,14 +23,18 @@ from tests.unit.k8s_support import (
     GPU_WORKLOADS,
     GRPC_HEALTH_PORTS,
     HPA_SCALED,
+    K8S,
     KUBERNETES_VERSIONS,
+    METRICS_PORTS,
     NAMESPACE,
     PRODUCTION_RENDERINGS,
+    QUEUE_AUTOSCALING,
     RENDERINGS,
     SERVER_GRACE_S,
     WORKLOAD_KINDS,
     _containers,
     _env,
+    _external_metrics,
     _named,
     _of_kind,
     _pod_spec,
@@ -133,6 +138,39 @@ def test_long_running_workloads_have_startup_readiness_and_liveness_probes(rende
     assert int(_env(gateway, docs)["MFR_GATEWAY_PORT"]) == GATEWAY_PORT
 
 
+def test_every_grpc_process_exports_metrics_on_its_port_and_says_so(rendering) -> None:
+    name, docs = rendering
+    deployments = _named(docs, "Deployment")
+    for workload, port in METRICS_PORTS.items():
+        template = deployments[workload]["spec"]["template"]
+        container = template["spec"]["containers"][0]
+        assert int(_env(container, docs)["MFR_METRICS_PORT"]) == port, f"{name}: {workload}"
+        assert {"name": "metrics", "containerPort": port} in container["ports"], workload
+        annotations = template["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true", workload
+        assert annotations["prometheus.io/port"] == str(port), workload
+
+
+def _bytes(quantity: str) -> int:
+    """A Kubernetes memory quantity (binary suffixes, as the manifests write them)."""
+    units = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40}
+    suffix = quantity[-2:]
+    return int(quantity[:-2]) * units[suffix] if suffix in units else int(quantity)
+
+
+def test_the_model_process_limits_fit_inside_the_embedder_workers_memory_limit(
+        rendering) -> None:
+    name, docs = rendering
+    container = _pod_spec(_named(docs, "Deployment")["embedder-worker"])["containers"][0]
+    env = _env(container, docs)
+    limit = _bytes(container["resources"]["limits"]["memory"])
+    models = int(env.get("MFR_EMBEDDER_CACHED_MODELS", 2))
+    # Every cached model is a process that may reach the address-space limit, and the
+    # worker itself needs room: all of them within the container's limit.
+    assert models * int(env["MFR_EMBEDDER_MEMORY_MB"]) * (1 << 20) < limit, name
+    assert env["MFR_CACHE_DIR"].startswith("/tmp/")
+
+
 def test_every_workload_has_its_own_service_account(rendering) -> None:
     _, docs = rendering
     accounts = _named(docs, "ServiceAccount")
@@ -158,14 +196,14 @@ def test_termination_grace_outlasts_the_servers_own_grace(rendering) -> None:
             grace = float(_env(container, docs).get("MFR_SHUTDOWN_GRACE_S", 0))
             pre_stop = container.get("lifecycle", {}).get("preStop", {}).get("sleep", {})
             assert period > grace + pre_stop.get("seconds", 0), workload["metadata"]["name"]
-    worker = _pod_spec(_named(docs, "Deployment")["scorer-worker"])
-    assert 60 <= worker["terminationGracePeriodSeconds"] <= 120
+    for workload in HPA_SCALED:
+        worker = _pod_spec(_named(docs, "Deployment")[workload])
+        assert 60 <= worker["terminationGracePeriodSeconds"] <= 120, workload
 
 
 # --- scaling and disruption ----------------------------------------------------------------
 
-def test_embedder_and_scorer_workers_autoscale_and_deployments_have_disruption_budgets(
-        rendering) -> None:
+def test_queue_workers_autoscale_and_deployments_have_disruption_budgets(rendering) -> None:
     _, docs = rendering
     deployments = _named(docs, "Deployment")
     autoscalers = _named(docs, "HorizontalPodAutoscaler")
@@ -177,6 +215,9 @@ def test_embedder_and_scorer_workers_autoscale_and_deployments_have_disruption_b
                    for m in hpa["spec"]["metrics"])
         # The HPA owns the replica count; a spec.replicas would reset it on every apply.
         assert "replicas" not in deployments[target]["spec"], target
+    for workload in set(deployments) - HPA_SCALED:
+        # The APIs (embedder, scorer) and the other services: a fixed count.
+        assert deployments[workload]["spec"]["replicas"] >= 1, workload
     budgets = _of_kind(docs, "PodDisruptionBudget")
     for workload, deployment in deployments.items():
         labels = deployment["spec"]["template"]["metadata"]["labels"]
@@ -185,12 +226,18 @@ def test_embedder_and_scorer_workers_autoscale_and_deployments_have_disruption_b
 
 @requires_kubectl
 def test_queue_autoscaling_reads_the_queue_depth_gauges(render) -> None:
-    autoscalers = _named(render("dev+network-policy+queue-autoscaling"), "HorizontalPodAutoscaler")
-    external = {target: {m["external"]["metric"]["name"] for m in hpa["spec"]["metrics"]
-                         if m["type"] == "External"}
-                for target, hpa in autoscalers.items()}
-    assert external == {"embedder": {"mfr_embedder_queue_shards"},
+    external = _external_metrics(render(QUEUE_AUTOSCALING))
+    assert external == {"embedder-worker": {"mfr_embedder_queue_shards"},
                         "scorer-worker": {"mfr_scorer_queue_tiles"}}
+    # prometheus-adapter serves exactly the names the HPAs read, each from the gauge
+    # of the same name (tests/integration/test_metrics_names.py: the processes export it).
+    values = yaml.safe_load(
+        (K8S / "components" / "queue-autoscaling" / "prometheus-adapter-values.yaml").read_text())
+    rules = values["rules"]["external"]
+    served = {rule["name"]["as"] for rule in rules}
+    assert served == set().union(*external.values())
+    for rule in rules:
+        assert rule["seriesQuery"].startswith(rule["name"]["as"] + "{"), rule["seriesQuery"]
     # The base HPAs need no metrics adapter.
     assert all(m["type"] == "Resource"
                for hpa in _of_kind(render("base"), "HorizontalPodAutoscaler")
@@ -199,7 +246,8 @@ def test_queue_autoscaling_reads_the_queue_depth_gauges(render) -> None:
 
 # --- GPUs, data stores, services -----------------------------------------------------------
 
-def test_gpus_go_to_the_embedder_and_scorer_workers_only_with_the_gpu_components(rendering) -> None:
+def test_gpus_go_to_the_embedder_and_scorer_workers_only_with_the_gpu_components(
+        rendering) -> None:
     name, docs = rendering
     deployments = _named(docs, "Deployment")
     for workload, deployment in deployments.items():

@@ -12,7 +12,9 @@ from tests.unit.k8s_support import (
     CHALLENGE_RENDERINGS,
     GATEWAY_PORT,
     GRPC_HEALTH_PORTS,
+    HPA_SCALED,
     K8S,
+    METRICS_PORTS,
     POLICY_RENDERINGS,
     REPO,
     _containers,
@@ -71,6 +73,8 @@ def test_network_policies_open_only_the_architectures_flows(name: str, render) -
             elif "namespaceSelector" in peer:
                 if peer.get("podSelector", {}).get("matchLabels") == {"mfr.io/ranker-client": "true"}:
                     allowed.add("ranker-client")
+                elif peer["namespaceSelector"] == MONITORING and "podSelector" not in peer:
+                    allowed.add("monitoring")
                 else:
                     allowed.add("other-namespace")
             else:
@@ -82,12 +86,23 @@ def test_network_policies_open_only_the_architectures_flows(name: str, render) -
         assert callers(workload, GRPC_HEALTH_PORTS[workload]) == {"gateway", "dispatcher"}
     assert callers("ranker", GRPC_HEALTH_PORTS["ranker"]) == {
         "gateway", "dispatcher", "ranker-client"}
-    for workload in ("scorer-worker", "dispatcher"):
-        assert callers(workload, GRPC_HEALTH_PORTS[workload]) == set()
+    # Prometheus, from the monitoring namespace, scrapes every process's metrics port.
+    for workload, port in METRICS_PORTS.items():
+        assert callers(workload, port) == {"monitoring"}, f"{name}: {workload}"
+    # The queue workers and the dispatcher accept nothing else, on any port they declare.
+    for workload in HPA_SCALED | {"dispatcher"}:
+        container = _pod_spec(_named(docs, "Deployment")[workload])["containers"][0]
+        for port in {p["containerPort"] for p in container["ports"]} - {METRICS_PORTS[workload]}:
+            assert callers(workload, port) == set(), f"{name}: {workload} on {port}"
 
 
-DATABASE_USERS = {"scorer", "scorer-worker", "ranker", "gateway", "dispatcher"}
-NO_DATABASE = {"validator", "embedder"}  # they read and write S3 only
+MONITORING = {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+
+DATABASE_USERS = {"embedder", "embedder-worker", "scorer", "scorer-worker", "ranker", "gateway",
+                  "dispatcher"}
+NO_DATABASE = {"validator"}  # it reads and writes S3 only
+S3_USERS = {"validator", "embedder", "embedder-worker", "scorer", "scorer-worker", "gateway",
+            "dispatcher"}
 
 
 def _egress_ports(policies: list[dict], pod_labels: dict[str, str]) -> set[int]:
@@ -106,7 +121,9 @@ def test_only_the_workloads_that_use_the_database_get_its_secret_and_its_port(
         name: str, render) -> None:
     docs = render(name)
     policies = _of_kind(docs, "NetworkPolicy")
-    for workload, deployment in _named(docs, "Deployment").items():
+    deployments = _named(docs, "Deployment")
+    assert set(deployments) == DATABASE_USERS | NO_DATABASE
+    for workload, deployment in deployments.items():
         # Generated secrets carry a content hash (mfr-database-d9tmfh9cg5): compare the name.
         secrets = {re.sub(r"-[a-z0-9]{10}$", "", v["valueFrom"]["secretKeyRef"]["name"])
                    for c in _containers(deployment)
@@ -114,9 +131,10 @@ def test_only_the_workloads_that_use_the_database_get_its_secret_and_its_port(
         ports = _egress_ports(policies, deployment["spec"]["template"]["metadata"]["labels"])
         if workload in NO_DATABASE:
             assert "mfr-database" not in secrets and 5432 not in ports, workload
-            assert 9000 in ports, f"{workload} needs S3"
-        elif workload in DATABASE_USERS:
+        else:
             assert "mfr-database" in secrets and 5432 in ports, workload
+        if workload in S3_USERS:
+            assert "mfr-s3" in secrets and {9000, 443} <= ports, f"{workload} needs S3"
 
 
 # --- container images ----------------------------------------------------------------------
