@@ -8,12 +8,14 @@ import time
 from collections.abc import Callable, Hashable, Iterator
 from typing import TypeVar
 
-from mfr.errors import InvalidInput
+from mfr.errors import Conflict, InvalidInput
+from mfr.logs import get_logger
 
 JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 # A watcher hears from us at least this often, even when nothing changed (ETA moves).
 WATCH_HEARTBEAT_S = 5.0
 V = TypeVar("V")
+log = get_logger("mfr.jobs")
 
 
 def check_job_id(job_id: str) -> None:
@@ -38,3 +40,36 @@ def watch(read: Callable[[], V], seen: Callable[[V], Hashable], ended: Callable[
         if ended(view):
             return
         time.sleep(poll_s)
+
+
+def insert_once(conn, table: str, values: dict) -> bool:
+    """Insert a job row unless its id exists (True when inserted). The same id under another
+    request (``values["request_sha256"]`` differs) is a Conflict: SubmitJob is idempotent,
+    never a silent replacement."""
+    from psycopg import sql
+
+    inserted = conn.execute(sql.SQL(
+        "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT (id) DO NOTHING RETURNING id").format(
+        sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, values)),
+        sql.SQL(", ").join(map(sql.Placeholder, values))), values).fetchone()
+    if inserted:
+        return True
+    existing = conn.execute(sql.SQL("SELECT request_sha256 FROM {} WHERE id = %s").format(
+        sql.Identifier(table)), (values["id"],)).fetchone()
+    if existing["request_sha256"] != values["request_sha256"]:
+        raise Conflict(f"job {values['id']} exists with another request", code="job_exists")
+    return False
+
+
+def end_job(pool, book, deferrer, job_id: str, state: str, code: str = "",
+            message: str = "") -> bool:
+    """Fail or cancel an active job (``book.stop``) and drop its waiting queue tasks
+    (``deferrer.cancel``), in one transaction; False when the job had ended already."""
+    with pool.connection() as conn, conn.transaction():
+        pending = book.stop(conn, job_id, state, code, message)
+        if pending is None:
+            return False
+        dropped = deferrer.cancel(conn, pending)
+    log.info("job ended", job_id=job_id, state=state, error_code=code or None,
+             error=message or None, tasks_dropped=dropped)
+    return True

@@ -74,6 +74,16 @@ class CacheSettings(Env):
     cache_dir: Path = Path.home() / ".cache" / "mfr"
 
 
+class WorkerSettings(CacheSettings):
+    """A queue worker: its name in logs and in the tables' ``done_by`` (``mfr up`` sets it),
+    and its share of the cache directory."""
+
+    worker_name: str = ""
+
+    def work_root(self, kind: str) -> Path:
+        return Path(self.cache_dir) / kind
+
+
 class ChallengeSettings(Env):
     """The challenge a stack serves: ``MFR_CHALLENGE``, a TOML path; the built-in one when unset."""
 

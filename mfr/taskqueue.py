@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from procrastinate import App, PsycopgConnector
+from procrastinate import App, PsycopgConnector, SyncPsycopgConnector
 from procrastinate import exceptions as queue_errors
 from procrastinate.jobs import Job as QueueJob
 from procrastinate.retry import BaseRetryStrategy, RetryDecision
@@ -36,6 +36,20 @@ log = get_logger("mfr.taskqueue")
 Handler = Callable[..., Any]
 #: on_failure(task_name, task_kwargs, reason) -> True when the job was failed for good.
 FailureHook = Callable[[str, dict, str], bool]
+
+
+class TaskDeferrer:
+    """Puts tasks on a queue and takes them off, inside the caller's transaction (so a job's
+    rows and its tasks appear together or not at all). Each queue subclasses it."""
+
+    def __init__(self, pool) -> None:
+        self.app = App(connector=SyncPsycopgConnector())
+        self.app.open(pool)  # an external pool: opening it is the caller's business
+
+    def cancel(self, conn, task_ids: list[int]) -> int:
+        """Cancel tasks still waiting (running ones notice their job's state); returns how many."""
+        manager = self.app.job_manager
+        return sum(manager.cancel_job_by_id(task_id, connection=conn) for task_id in task_ids)
 
 
 class GiveUp(Exception):

@@ -18,16 +18,11 @@ from mfr.common.v1 import types_pb2
 from mfr.embedder.v1 import embedder_pb2, embedder_pb2_grpc
 from mfr.ranker.v1 import ranker_pb2, ranker_pb2_grpc
 from mfr.rpc.calls import Inflight, stream, unary
+from mfr.rpc.job_methods import STATE_NAME
 from mfr.scorer.v1 import scorer_pb2, scorer_pb2_grpc
 from mfr.storage import ObjectRef, StoredObject
 from mfr.validator.v1 import validator_pb2, validator_pb2_grpc
 
-JOB_STATES = {scorer_pb2.JOB_STATE_QUEUED: "queued", scorer_pb2.JOB_STATE_RUNNING: "running",
-              scorer_pb2.JOB_STATE_DONE: "done", scorer_pb2.JOB_STATE_FAILED: "failed",
-              scorer_pb2.JOB_STATE_CANCELLED: "cancelled"}
-EMBED_STATES = {embedder_pb2.JOB_STATE_QUEUED: "queued", embedder_pb2.JOB_STATE_RUNNING: "running",
-                embedder_pb2.JOB_STATE_DONE: "done", embedder_pb2.JOB_STATE_FAILED: "failed",
-                embedder_pb2.JOB_STATE_CANCELLED: "cancelled"}
 FINISHED = ("done", "failed", "cancelled")
 
 
@@ -95,13 +90,37 @@ class EmbeddingJob:
             if job.HasField("runtime") else {}
         progress = progress_json(job.progress, "embedding")
         progress.update(shards_done=job.shards_done, shards_total=job.shards_total)
-        return cls(EMBED_STATES.get(job.state, "queued"), progress, job.error, job.error_code,
+        return cls(STATE_NAME.get(job.state, "queued"), progress, job.error, job.error_code,
                    features, job.feature_dim, job.non_finite_rows, runtime)
 
 
-class EmbedderClient:
+class _JobClient:
+    """What the embedder's and the scorer's job APIs share: watch, get and cancel a job."""
+
+    service = ""
+    request_type: type = type(None)  # the service's GetJobRequest
+    job_type: type = type(None)  # EmbeddingJob or ScoringJob (from_proto)
+
+    def watch(self, job_id: str, *, inflight: Inflight) -> Iterator:
+        request = self.request_type(job_id=job_id)
+        for job in stream(self.service, self.stub.WatchJob, request, inflight=inflight):
+            yield self.job_type.from_proto(job)
+
+    def get(self, job_id: str, *, inflight: Inflight | None = None):
+        return self.job_type.from_proto(unary(self.service, self.stub.GetJob,
+                                              self.request_type(job_id=job_id), timeout=30,
+                                              inflight=inflight))
+
+    def cancel(self, job_id: str) -> None:
+        unary(self.service, self.stub.CancelJob, self.request_type(job_id=job_id), timeout=10)
+
+
+class EmbedderClient(_JobClient):
+    service, request_type = "embedder", embedder_pb2.GetJobRequest
+
     def __init__(self, channel: grpc.Channel) -> None:
         self.stub = embedder_pb2_grpc.EmbedderServiceStub(channel)
+        self.job_type = EmbeddingJob
 
     def submit(self, job_id: str, model: ObjectRef, testset_id: str, input_mean: float,
                input_std: float, features: ObjectRef, challenge_toml: str, latency_ms: float,
@@ -112,20 +131,6 @@ class EmbedderClient:
             latency_ms=latency_ms, owner=owner)
         return EmbeddingJob.from_proto(unary("embedder", self.stub.SubmitJob, request,
                                              timeout=120, inflight=inflight))
-
-    def watch(self, job_id: str, *, inflight: Inflight) -> Iterator[EmbeddingJob]:
-        request = embedder_pb2.GetJobRequest(job_id=job_id)
-        for job in stream("embedder", self.stub.WatchJob, request, inflight=inflight):
-            yield EmbeddingJob.from_proto(job)
-
-    def get(self, job_id: str, *, inflight: Inflight | None = None) -> EmbeddingJob:
-        return EmbeddingJob.from_proto(unary("embedder", self.stub.GetJob,
-                                             embedder_pb2.GetJobRequest(job_id=job_id),
-                                             timeout=30, inflight=inflight))
-
-    def cancel(self, job_id: str) -> None:
-        unary("embedder", self.stub.CancelJob, embedder_pb2.GetJobRequest(job_id=job_id),
-              timeout=10)
 
 
 @dataclass
@@ -141,7 +146,7 @@ class ScoringJob:
     def from_proto(cls, job: scorer_pb2.Job) -> ScoringJob:
         result = ObjectRef(job.result.bucket, job.result.key, job.result.sha256) \
             if job.result.key else None
-        return cls(JOB_STATES.get(job.state, "queued"), progress_json(job.progress, "scoring"),
+        return cls(STATE_NAME.get(job.state, "queued"), progress_json(job.progress, "scoring"),
                    job.error, job.error_code, result, list(job.scores))
 
     def add_roc(self, result_json: bytes) -> None:
@@ -161,28 +166,18 @@ class ScoringJob:
                     for p in points if isinstance(p, dict))
 
 
-class ScorerClient:
+class ScorerClient(_JobClient):
+    service, request_type = "scorer", scorer_pb2.GetJobRequest
+
     def __init__(self, channel: grpc.Channel) -> None:
         self.stub = scorer_pb2_grpc.ScorerServiceStub(channel)
+        self.job_type = ScoringJob
 
     def submit(self, job_id: str, testset_id: str, challenge_toml: str, features: ObjectRef,
                *, inflight: Inflight) -> None:
         unary("scorer", self.stub.SubmitJob, scorer_pb2.SubmitJobRequest(
             job_id=job_id, testset_id=testset_id, challenge_toml=challenge_toml,
             features=_ref(features)), timeout=120, inflight=inflight)
-
-    def watch(self, job_id: str, *, inflight: Inflight) -> Iterator[ScoringJob]:
-        request = scorer_pb2.GetJobRequest(job_id=job_id)
-        for job in stream("scorer", self.stub.WatchJob, request, inflight=inflight):
-            yield ScoringJob.from_proto(job)
-
-    def get(self, job_id: str, *, inflight: Inflight | None = None) -> ScoringJob:
-        return ScoringJob.from_proto(unary("scorer", self.stub.GetJob,
-                                           scorer_pb2.GetJobRequest(job_id=job_id), timeout=30,
-                                           inflight=inflight))
-
-    def cancel(self, job_id: str) -> None:
-        unary("scorer", self.stub.CancelJob, scorer_pb2.GetJobRequest(job_id=job_id), timeout=10)
 
 
 class RankerClient:

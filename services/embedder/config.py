@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pydantic import Field, PositiveFloat, PositiveInt
 
 from mfr.cpus import physical_cores
@@ -15,6 +13,7 @@ from mfr.settings import (
     ServiceSettings,
     StorageSettings,
     TestSetSettings,
+    WorkerSettings,
 )
 
 MIB = 1024 * 1024
@@ -34,7 +33,7 @@ class EmbedderSettings(ServiceSettings, DatabaseSettings, StorageSettings, TestS
     embedder_watch_poll_s: PositiveFloat = 0.5
 
 
-class EmbedderWorkerSettings(ServiceSettings, DatabaseSettings, StorageSettings, CacheSettings):
+class EmbedderWorkerSettings(ServiceSettings, DatabaseSettings, StorageSettings, WorkerSettings):
     """An embedder worker: drains the shard queues of the runtimes it can run."""
 
     grpc_port: int = GRPC_PORTS["embedder-worker"]
@@ -56,8 +55,6 @@ class EmbedderWorkerSettings(ServiceSettings, DatabaseSettings, StorageSettings,
     embedder_stalled_s: PositiveFloat = 30.0
     embedder_reap_every_s: PositiveFloat = 10.0
     embedder_poll_s: PositiveFloat = 5.0
-    #: Name of this worker in logs and in embedding_shards.done_by (``mfr up`` sets it).
-    worker_name: str = ""
     #: Test-only fault injection: wait this long after taking a shard, before embedding it ...
     embedder_fault_shard_delay_s: float = Field(0.0, ge=0)
     #: ... and raise in the step of the shard with this index ("*": every shard).
@@ -66,5 +63,4 @@ class EmbedderWorkerSettings(ServiceSettings, DatabaseSettings, StorageSettings,
     def threads(self) -> int:
         return self.embedder_threads or physical_cores()
 
-    def work_root(self) -> Path:
-        return Path(self.cache_dir) / "embedder"
+

@@ -19,9 +19,9 @@ from psycopg_pool import ConnectionPool
 
 from mfr.challenge import Challenge, load_challenge, parse_challenge
 from mfr.errors import InvalidInput
-from mfr.jobs import check_job_id, watch
+from mfr.jobs import check_job_id, end_job, watch
 from mfr.logs import get_logger
-from mfr.storage import ObjectStore
+from mfr.storage import ObjectRef, ObjectStore
 from mfr.testset.store import stored_testset
 from services.embedder.jobs import ACTIVE, EmbedRequest, JobBook, JobView
 from services.embedder.queue import Deferrer
@@ -79,8 +79,8 @@ class EmbedControl:
         testset = stored_testset(self.store, testset_id, self.cache_dir)
         shards = [(s.index, s.images) for s in testset.shards]
         request = EmbedRequest(
-            job_id, model["bucket"], model["key"], model["sha256"], testset_id,
-            float(input_mean), float(input_std), features["bucket"], features["key"],
+            job_id, ObjectRef(model["bucket"], model["key"], model["sha256"]), testset_id,
+            (float(input_mean), float(input_std)), ObjectRef(features["bucket"], features["key"]),
             embedding.runtime, embedding.batch_size,
             self.deadline.for_shard(latency_ms, max(n for _, n in shards)), owner)
         with self.pool.connection() as conn, conn.transaction():
@@ -100,11 +100,7 @@ class EmbedControl:
     def cancel(self, job_id: str) -> JobView:
         """Cancel an active job: waiting shards are dropped, running ones stop within
         seconds (their worker kills the model's process). An ended job stays as it is."""
-        with self.pool.connection() as conn, conn.transaction():
-            pending = self.book.stop(conn, job_id, "cancelled")
-            if pending is not None:
-                dropped = self.deferrer.cancel(conn, pending)
-                log.info("job cancelled", job_id=job_id, tasks_dropped=dropped)
+        end_job(self.pool, self.book, self.deferrer, job_id, "cancelled")
         return self.book.view(job_id)
 
     def watch(self, job_id: str, still_wanted: Callable[[], bool]) -> Iterator[JobView]:

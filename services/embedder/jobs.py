@@ -11,42 +11,48 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from psycopg import sql
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from mfr.db.pool import row_field
-from mfr.errors import Conflict, NotFound
+from mfr.errors import NotFound
+from mfr.jobs import insert_once
+from mfr.storage import ObjectRef
 
 ACTIVE = ("queued", "running")
 
 
 @dataclass(frozen=True)
 class EmbedRequest:
-    """What SubmitJob asks for; its fingerprint makes SubmitJob idempotent."""
+    """What SubmitJob asks for (the model's sha256 is required); its fingerprint makes
+    SubmitJob idempotent."""
 
     job_id: str
-    model_bucket: str
-    model_key: str
-    model_sha256: str
+    model: ObjectRef
     testset_id: str
-    input_mean: float
-    input_std: float
-    features_bucket: str
-    features_key: str
+    normalisation: tuple[float, float]  # (input_mean, input_std)
+    features: ObjectRef
     runtime: str
     batch_size: int
     shard_deadline_s: float
     owner: str = ""
 
+    def columns(self) -> dict[str, Any]:
+        """The request as embedding_jobs columns (without the id)."""
+        return {"owner": self.owner, "model_bucket": self.model.bucket,
+                "model_key": self.model.key, "model_sha256": self.model.sha256,
+                "testset_id": self.testset_id, "input_mean": self.normalisation[0],
+                "input_std": self.normalisation[1], "features_bucket": self.features.bucket,
+                "features_key": self.features.key, "runtime": self.runtime,
+                "batch_size": self.batch_size, "shard_deadline_s": self.shard_deadline_s}
+
     @property
     def fingerprint(self) -> str:
-        fields = asdict(self)
-        fields.pop("owner")
+        fields = {k: v for k, v in self.columns().items() if k != "owner"}
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
@@ -95,19 +101,9 @@ class JobBook:
         """Insert the job and its shards ((index, images) each) unless it exists; returns the
         shards' (index, fair key) when inserted, None when the job was there already.
         Another request under the same id is a Conflict."""
-        values = {**{k: v for k, v in asdict(request).items() if k != "job_id"},
-                  "id": request.job_id, "request_sha256": request.fingerprint,
+        values = {**request.columns(), "id": request.job_id, "request_sha256": request.fingerprint,
                   "shards_total": len(shards), "images_total": sum(n for _, n in shards)}
-        inserted = conn.execute(sql.SQL(
-            "INSERT INTO embedding_jobs ({}) VALUES ({}) ON CONFLICT (id) DO NOTHING RETURNING id"
-        ).format(sql.SQL(", ").join(map(sql.Identifier, values)),
-                 sql.SQL(", ").join(map(sql.Placeholder, values))), values).fetchone()
-        if not inserted:
-            existing = conn.execute("SELECT request_sha256 FROM embedding_jobs WHERE id = %s",
-                                    (request.job_id,)).fetchone()
-            if existing["request_sha256"] != request.fingerprint:
-                raise Conflict(f"job {request.job_id} exists with another model, test set or "
-                               "setting", code="job_exists")
+        if not insert_once(conn, "embedding_jobs", values):
             return None
         start = self.fair_clock(conn)
         with conn.cursor() as cursor:

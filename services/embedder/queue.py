@@ -21,11 +21,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import psycopg
-from procrastinate import App, SyncPsycopgConnector
 from prometheus_client import Gauge
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY
-from psycopg_pool import ConnectionPool
+
+from mfr.taskqueue import TaskDeferrer
 
 SHARD = "embedder.shard"
 ASSEMBLE = "embedder.assemble"
@@ -36,12 +36,8 @@ def queue_name(runtime: str) -> str:
     return f"embedder:{runtime}"
 
 
-class Deferrer:
+class Deferrer(TaskDeferrer):
     """Puts shard and assemble tasks on the queue, inside the caller's transaction."""
-
-    def __init__(self, pool: ConnectionPool) -> None:
-        self.app = App(connector=SyncPsycopgConnector())
-        self.app.open(pool)  # an external pool: opening it is the caller's business
 
     def shards(self, conn: psycopg.Connection, job_id: str, runtime: str,
                shards: list[tuple[int, int]]) -> list[int]:
@@ -53,11 +49,6 @@ class Deferrer:
     def assemble(self, conn: psycopg.Connection, job_id: str, runtime: str) -> int:
         return self.app.configure_task(ASSEMBLE, queue=queue_name(runtime), connection=conn,
                                        priority=ASSEMBLE_PRIORITY).defer(job_id=job_id)
-
-    def cancel(self, conn: psycopg.Connection, task_ids: list[int]) -> int:
-        """Cancel tasks still waiting (running ones notice their job's state); returns how many."""
-        manager = self.app.job_manager
-        return sum(manager.cancel_job_by_id(task_id, connection=conn) for task_id in task_ids)
 
 
 #: The autoscaling signal (k8s/components/queue-autoscaling), read from PostgreSQL at

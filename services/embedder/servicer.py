@@ -2,30 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from mfr.common.v1 import types_pb2
 from mfr.embedder.v1 import embedder_pb2, embedder_pb2_grpc
+from mfr.rpc.job_methods import STATE_OF, JobMethods
 from services.embedder.control import EmbedControl
 from services.embedder.jobs import JobView
-
-STATES = {
-    "queued": embedder_pb2.JOB_STATE_QUEUED,
-    "running": embedder_pb2.JOB_STATE_RUNNING,
-    "done": embedder_pb2.JOB_STATE_DONE,
-    "failed": embedder_pb2.JOB_STATE_FAILED,
-    "cancelled": embedder_pb2.JOB_STATE_CANCELLED,
-}
 
 
 def _ref(ref: types_pb2.ObjectRef) -> dict:
     return {"bucket": ref.bucket, "key": ref.key, "sha256": ref.sha256}
 
 
-class EmbedderServicer(embedder_pb2_grpc.EmbedderServiceServicer):
+class EmbedderServicer(JobMethods, embedder_pb2_grpc.EmbedderServiceServicer):
     def __init__(self, control: EmbedControl) -> None:
         self.control = control
 
@@ -36,18 +27,9 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServiceServicer):
             request.input_std, _ref(request.features), request.challenge_toml,
             request.latency_ms, request.owner))
 
-    def GetJob(self, request: embedder_pb2.GetJobRequest,
-               context: grpc.ServicerContext) -> embedder_pb2.Job:
-        return job_message(self.control.get(request.job_id))
-
-    def WatchJob(self, request: embedder_pb2.GetJobRequest,
-                 context: grpc.ServicerContext) -> Iterator[embedder_pb2.Job]:
-        for view in self.control.watch(request.job_id, context.is_active):
-            yield job_message(view)
-
-    def CancelJob(self, request: embedder_pb2.GetJobRequest,
-                  context: grpc.ServicerContext) -> embedder_pb2.Job:
-        return job_message(self.control.cancel(request.job_id))
+    @staticmethod
+    def message(view: JobView) -> embedder_pb2.Job:
+        return job_message(view)
 
 
 def job_message(view: JobView) -> embedder_pb2.Job:
@@ -59,7 +41,7 @@ def job_message(view: JobView) -> embedder_pb2.Job:
     created.FromDatetime(row["created_at"])
     stage = "embedding" if row["shards_done"] < row["shards_total"] else "assembling"
     job = embedder_pb2.Job(
-        job_id=view.id, state=STATES[view.state],
+        job_id=view.id, state=STATE_OF[view.state],
         progress=types_pb2.Progress(done=row["images_done"], total=row["images_total"],
                                     unit="images", rate=rate, eta_seconds=eta, at=at,
                                     stage=stage if view.active else view.state),

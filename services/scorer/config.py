@@ -8,19 +8,17 @@ with different settings still agree on every tile.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pydantic import Field, field_validator
 
 from mfr.cpus import usable_cpus
 from mfr.settings import (
     GRPC_PORTS,
     METRICS_PORTS,
-    CacheSettings,
     DatabaseSettings,
     Env,
     ServiceSettings,
     StorageSettings,
+    WorkerSettings,
 )
 from services.scorer.engine.floors import FloorSettings
 from services.scorer.engine.tiles import TILE_SIZE
@@ -65,7 +63,7 @@ class ScorerTuning(Env):
         return FloorSettings(**self.scorer_floors)
 
 
-class ScorerWorkerSettings(ServiceSettings, DatabaseSettings, StorageSettings, CacheSettings,
+class ScorerWorkerSettings(ServiceSettings, DatabaseSettings, StorageSettings, WorkerSettings,
                            ScorerTuning):
     """A scorer worker: drains the tile queue."""
 
@@ -89,11 +87,6 @@ class ScorerWorkerSettings(ServiceSettings, DatabaseSettings, StorageSettings, C
     scorer_poll_s: float = Field(5.0, gt=0)
     #: Jobs whose normalised features a worker keeps in memory.
     scorer_cached_jobs: int = Field(2, ge=1)
-    #: Name of this worker in logs and in scoring_tiles.done_by (``mfr up`` sets it).
-    worker_name: str = ""
 
     def blas_threads(self) -> int:
         return self.scorer_threads or usable_cpus()
-
-    def cache_root(self) -> Path:
-        return Path(self.cache_dir) / "scorer"

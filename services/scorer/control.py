@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from psycopg_pool import ConnectionPool
 
 from mfr.errors import InvalidInput
-from mfr.jobs import check_job_id, watch
+from mfr.jobs import check_job_id, end_job, watch
 from mfr.logs import get_logger
 from services.scorer.inputs import job_challenge
 from services.scorer.jobs import TERMINAL, JobBook, JobRequest, JobView
@@ -57,12 +57,7 @@ class JobControl:
     def cancel(self, job_id: str) -> JobView:
         """Cancel an active job: waiting tasks are dropped, running ones notice and stop.
         Cancelling an ended job changes nothing."""
-        with self.pool.connection() as conn, conn.transaction():
-            self.book.job(job_id, conn, for_update=True)
-            pending = self.book.stop(conn, job_id, "cancelled")
-            if pending is not None:
-                dropped = self.deferrer.cancel(conn, pending)
-                log.info("job cancelled", job_id=job_id, tasks_dropped=dropped)
+        end_job(self.pool, self.book, self.deferrer, job_id, "cancelled")
         return self.book.view(job_id)
 
     def watch(self, job_id: str, still_wanted: Callable[[], bool]) -> Iterator[JobView]:

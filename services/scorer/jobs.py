@@ -19,7 +19,8 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from mfr.db.pool import row_field
-from mfr.errors import Conflict, NotFound
+from mfr.errors import NotFound
+from mfr.jobs import insert_once
 
 ACTIVE = ("queued", "running")
 TERMINAL = ("done", "failed", "cancelled")
@@ -104,21 +105,11 @@ class JobBook:
     def create(self, conn: psycopg.Connection, request: JobRequest) -> bool:
         """Insert the job unless it exists (True when inserted); another request under
         the same id is a Conflict."""
-        inserted = conn.execute(
-            "INSERT INTO scoring_jobs (id, features_bucket, features_key, features_sha256,"
-            " testset_id, challenge_toml, request_sha256) VALUES (%s, %s, %s, %s, %s, %s, %s)"
-            " ON CONFLICT (id) DO NOTHING RETURNING id",
-            (request.job_id, request.features_bucket, request.features_key,
-             request.features_sha256, request.testset_id, request.challenge_toml,
-             request.fingerprint)).fetchone()
-        if inserted:
-            return True
-        existing = conn.execute("SELECT request_sha256 FROM scoring_jobs WHERE id = %s",
-                                (request.job_id,)).fetchone()
-        if existing["request_sha256"] != request.fingerprint:
-            raise Conflict(f"job {request.job_id} exists with other features, test set or "
-                           "challenge", code="job_exists")
-        return False
+        return insert_once(conn, "scoring_jobs", {
+            "id": request.job_id, "features_bucket": request.features_bucket,
+            "features_key": request.features_key, "features_sha256": request.features_sha256,
+            "testset_id": request.testset_id, "challenge_toml": request.challenge_toml,
+            "request_sha256": request.fingerprint})
 
     def view(self, job_id: str) -> JobView:
         with self.pool.connection() as conn:

@@ -17,9 +17,9 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
-from procrastinate import App, SyncPsycopgConnector
 from prometheus_client import Gauge
-from psycopg_pool import ConnectionPool
+
+from mfr.taskqueue import TaskDeferrer
 
 QUEUE = "scorer"
 PLAN = "scorer.plan"
@@ -50,12 +50,8 @@ def coordination_lock(job_id: str) -> str:
     return f"scoring-job:{job_id}"
 
 
-class Deferrer:
+class Deferrer(TaskDeferrer):
     """Puts tasks on the queue and takes them off, inside the caller's transaction."""
-
-    def __init__(self, pool: ConnectionPool) -> None:
-        self.app = App(connector=SyncPsycopgConnector())
-        self.app.open(pool)  # an external pool: opening it is the caller's business
 
     def _configure(self, task: str, conn: psycopg.Connection, **options: Any):
         return self.app.configure_task(task, queue=QUEUE, priority=PRIORITY[task],
@@ -74,8 +70,3 @@ class Deferrer:
     def merge(self, conn: psycopg.Connection, job_id: str, round_number: int) -> int:
         return self._configure(MERGE, conn, lock=coordination_lock(job_id)).defer(
             job_id=job_id, round=round_number)
-
-    def cancel(self, conn: psycopg.Connection, task_ids: list[int]) -> int:
-        """Cancel tasks still waiting (running ones notice their job's state); returns how many."""
-        manager = self.app.job_manager
-        return sum(manager.cancel_job_by_id(task_id, connection=conn) for task_id in task_ids)

@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from mfr.common.v1 import types_pb2
+from mfr.rpc.job_methods import STATE_OF, JobMethods
 from mfr.scorer.v1 import scorer_pb2, scorer_pb2_grpc
 from services.scorer.control import JobControl
 from services.scorer.jobs import JobRequest, JobView
 
-STATES = {
-    "queued": scorer_pb2.JOB_STATE_QUEUED,
-    "running": scorer_pb2.JOB_STATE_RUNNING,
-    "done": scorer_pb2.JOB_STATE_DONE,
-    "failed": scorer_pb2.JOB_STATE_FAILED,
-    "cancelled": scorer_pb2.JOB_STATE_CANCELLED,
-}
 
-
-class ScorerServicer(scorer_pb2_grpc.ScorerServiceServicer):
+class ScorerServicer(JobMethods, scorer_pb2_grpc.ScorerServiceServicer):
     def __init__(self, control: JobControl) -> None:
         self.control = control
 
@@ -32,18 +23,9 @@ class ScorerServicer(scorer_pb2_grpc.ScorerServiceServicer):
             features_key=request.features.key, features_sha256=request.features.sha256,
             testset_id=request.testset_id, challenge_toml=request.challenge_toml)))
 
-    def GetJob(self, request: scorer_pb2.GetJobRequest,
-               context: grpc.ServicerContext) -> scorer_pb2.Job:
-        return job_message(self.control.get(request.job_id))
-
-    def WatchJob(self, request: scorer_pb2.GetJobRequest,
-                 context: grpc.ServicerContext) -> Iterator[scorer_pb2.Job]:
-        for view in self.control.watch(request.job_id, context.is_active):
-            yield job_message(view)
-
-    def CancelJob(self, request: scorer_pb2.GetJobRequest,
-                  context: grpc.ServicerContext) -> scorer_pb2.Job:
-        return job_message(self.control.cancel(request.job_id))
+    @staticmethod
+    def message(view: JobView) -> scorer_pb2.Job:
+        return job_message(view)
 
 
 def job_message(view: JobView) -> scorer_pb2.Job:
@@ -59,7 +41,7 @@ def job_message(view: JobView) -> scorer_pb2.Job:
     at = Timestamp()
     at.GetCurrentTime()
     job = scorer_pb2.Job(
-        job_id=view.id, state=STATES[view.state],
+        job_id=view.id, state=STATE_OF[view.state],
         progress=types_pb2.Progress(done=view.tiles_done, total=view.tiles_total, unit="tiles",
                                     rate=tiles_rate, eta_seconds=eta, stage=stage, at=at,
                                     pairs_per_second=pairs_rate),

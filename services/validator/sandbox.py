@@ -17,14 +17,12 @@ parsing/loading, ``run_failed`` while running.
 from __future__ import annotations
 
 import json
-import multiprocessing
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mfr.confine import describe_exit, log_tail, out_of_memory
+from mfr.confine import describe_exit, forkserver, log_tail, out_of_memory
 from mfr.cpus import usable_cpus
 from mfr.modelcheck.report import ERROR_CODES, WARNING_CODES, Finding
 from services.validator.probe import CHILD_LOG, ProbeJob, child_main
@@ -77,18 +75,8 @@ class ProbeResult:
     stage: str = "start"
 
 
-_context_lock = threading.Lock()
-_context: multiprocessing.context.BaseContext | None = None
-
-
-def _mp_context() -> multiprocessing.context.BaseContext:
-    global _context
-    with _context_lock:
-        if _context is None:
-            ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(["services.validator.probe"])
-            _context = ctx
-        return _context
+def _mp_context():
+    return forkserver("services.validator.probe")
 
 
 class Sandbox:

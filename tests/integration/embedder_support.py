@@ -30,8 +30,8 @@ WORKER_ENV = {"MFR_EMBEDDER_THREADS": "1", "MFR_EMBEDDER_RUNTIMES": "onnxruntime
               "MFR_EMBEDDER_REAP_EVERY_S": "0.5", "MFR_EMBEDDER_POLL_S": "0.5",
               "MFR_EMBEDDER_RETRY_WAIT_S": "0", "MFR_EMBEDDER_MEMORY_MB": "4096",
               "MFR_SHUTDOWN_GRACE_S": "5", "OMP_NUM_THREADS": "1"}
-FINISHED = (embedder_pb2.JOB_STATE_DONE, embedder_pb2.JOB_STATE_FAILED,
-            embedder_pb2.JOB_STATE_CANCELLED)
+FINISHED = (types_pb2.JOB_STATE_DONE, types_pb2.JOB_STATE_FAILED,
+            types_pb2.JOB_STATE_CANCELLED)
 SHARD_SIZE = 40  # 4 shards of the ~150-image synthetic test set, the last one short
 
 

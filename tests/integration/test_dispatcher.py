@@ -66,17 +66,17 @@ class FakeEmbedder(embedder_pb2_grpc.EmbedderServiceServicer):
 
     def SubmitJob(self, request, context):
         self.requests.append(request)
-        return embedder_pb2.Job(job_id=request.job_id, state=embedder_pb2.JOB_STATE_QUEUED)
+        return embedder_pb2.Job(job_id=request.job_id, state=types_pb2.JOB_STATE_QUEUED)
 
     def _job(self, job_id):
         request = next(r for r in reversed(self.requests) if r.job_id == job_id)
         if self.cancelled.is_set():
-            return embedder_pb2.Job(job_id=job_id, state=embedder_pb2.JOB_STATE_CANCELLED)
+            return embedder_pb2.Job(job_id=job_id, state=types_pb2.JOB_STATE_CANCELLED)
         if self.block.is_set():
-            return embedder_pb2.Job(job_id=job_id, state=embedder_pb2.JOB_STATE_RUNNING,
+            return embedder_pb2.Job(job_id=job_id, state=types_pb2.JOB_STATE_RUNNING,
                                     progress=types_pb2.Progress(done=1, total=2, unit="images"))
         return embedder_pb2.Job(
-            job_id=job_id, state=embedder_pb2.JOB_STATE_DONE, shards_done=2, shards_total=2,
+            job_id=job_id, state=types_pb2.JOB_STATE_DONE, shards_done=2, shards_total=2,
             features=request.features, feature_dim=512,
             runtime=embedder_pb2.Runtime(name="onnxruntime-cpu", version="onnxruntime 1.0",
                                          device="CPU, 1 threads", batch_size=32))
@@ -85,7 +85,7 @@ class FakeEmbedder(embedder_pb2_grpc.EmbedderServiceServicer):
         while True:
             job = self._job(request.job_id)
             yield job
-            if job.state != embedder_pb2.JOB_STATE_RUNNING or not context.is_active():
+            if job.state != types_pb2.JOB_STATE_RUNNING or not context.is_active():
                 return
             time.sleep(0.05)
 
@@ -104,20 +104,20 @@ class FakeScorer(scorer_pb2_grpc.ScorerServiceServicer):
 
     def SubmitJob(self, request, context):
         self.jobs.setdefault(request.job_id, request)
-        return scorer_pb2.Job(job_id=request.job_id, state=scorer_pb2.JOB_STATE_QUEUED)
+        return scorer_pb2.Job(job_id=request.job_id, state=types_pb2.JOB_STATE_QUEUED)
 
     def _done(self, job_id):
         if self.fail:
-            return scorer_pb2.Job(job_id=job_id, state=scorer_pb2.JOB_STATE_FAILED,
+            return scorer_pb2.Job(job_id=job_id, state=types_pb2.JOB_STATE_FAILED,
                                   error="features hold NaN rows only", error_code="features_invalid")
-        job = scorer_pb2.Job(job_id=job_id, state=scorer_pb2.JOB_STATE_DONE)
+        job = scorer_pb2.Job(job_id=job_id, state=types_pb2.JOB_STATE_DONE)
         for pid, s in built_in_scores((3, 4), (1, 2)).items():
             roc = [types_pb2.RocPoint(**p) for p in s.pop("roc")]
             job.scores.append(types_pb2.ProtocolScore(protocol_id=pid, roc=roc, **s))
         return job
 
     def WatchJob(self, request, context):
-        yield scorer_pb2.Job(job_id=request.job_id, state=scorer_pb2.JOB_STATE_RUNNING,
+        yield scorer_pb2.Job(job_id=request.job_id, state=types_pb2.JOB_STATE_RUNNING,
                              progress=types_pb2.Progress(done=3, total=9, unit="tiles"))
         yield self._done(request.job_id)
 
@@ -125,7 +125,7 @@ class FakeScorer(scorer_pb2_grpc.ScorerServiceServicer):
         return self._done(request.job_id)
 
     def CancelJob(self, request, context):
-        return scorer_pb2.Job(job_id=request.job_id, state=scorer_pb2.JOB_STATE_CANCELLED)
+        return scorer_pb2.Job(job_id=request.job_id, state=types_pb2.JOB_STATE_CANCELLED)
 
 
 @pytest.fixture

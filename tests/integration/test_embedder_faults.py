@@ -13,13 +13,14 @@ import time
 import numpy as np
 import pytest
 
+from mfr.common.v1 import types_pb2
 from mfr.embedder.v1 import embedder_pb2
 from mfr.onnxzoo.hostile import crash_on_bright_images, hang, memory_hog, nan_on_dark_images
 from tests.integration.embedder_support import GOOD_MODEL, reference_features, shard_rows
 from tests.worker_support import wait_for
 
 pytestmark = pytest.mark.integration
-FAILED, DONE = embedder_pb2.JOB_STATE_FAILED, embedder_pb2.JOB_STATE_DONE
+FAILED, DONE = types_pb2.JOB_STATE_FAILED, types_pb2.JOB_STATE_DONE
 
 
 def test_a_hanging_model_fails_with_embed_timeout_and_the_worker_goes_on(embedding,
@@ -47,7 +48,7 @@ def test_a_cancel_stops_the_model_within_seconds(embedding):
              what="the hanging shard to start")
     time.sleep(1.0)
     cancelled = api.stub.CancelJob(embedder_pb2.GetJobRequest(job_id="long"))
-    assert cancelled.state == embedder_pb2.JOB_STATE_CANCELLED
+    assert cancelled.state == types_pb2.JOB_STATE_CANCELLED
     freed = time.monotonic()
     api.submit("next", api.model(GOOD_MODEL, "good"))
     assert api.wait("next").state == DONE

@@ -12,7 +12,7 @@ import signal
 import numpy as np
 import pytest
 
-from mfr.embedder.v1 import embedder_pb2
+from mfr.common.v1 import types_pb2
 from tests.integration.embedder_support import GOOD_MODEL, shard_rows
 from tests.worker_support import wait_for
 
@@ -27,7 +27,7 @@ def test_any_number_of_workers_gives_the_features_of_mfr_embed(embedding, good_r
     model = api.model(GOOD_MODEL, "good")
     api.submit("job", model)
     job = api.wait("job")
-    assert job.state == embedder_pb2.JOB_STATE_DONE, job.error
+    assert job.state == types_pb2.JOB_STATE_DONE, job.error
     features = api.features(job)
     assert features.dtype == np.float32
     assert np.array_equal(features.view(np.int32), good_reference.view(np.int32))
@@ -38,34 +38,34 @@ def test_any_number_of_workers_gives_the_features_of_mfr_embed(embedding, good_r
         assert len({r["done_by"] for r in rows}) >= 2
 
 
-def test_a_worker_killed_mid_shard_loses_it_to_another(embedding, good_reference):
+def _lose_a_worker(embedding, reference, job_id: str, delay_s: str, lose) -> dict:
+    """A worker takes a shard and holds it (``delay_s``), ``lose(workers)`` takes the worker
+    away, another one starts: the job ends with the reference features. Returns the row of
+    the shard the first worker held."""
     api, workers, db = embedding
-    workers.start("victim", MFR_EMBEDDER_FAULT_SHARD_DELAY_S="300")
-    api.submit("killed", api.model(GOOD_MODEL, "good"))
-    held = wait_for(lambda: [r for r in shard_rows(db, "killed") if r["started_at"]],
-                    what="the victim to take a shard")
-    workers.kill("victim")
-    workers.start("survivor")
-    job = api.wait("killed")
-    assert job.state == embedder_pb2.JOB_STATE_DONE, job.error
-    assert np.array_equal(api.features(job).view(np.int32), good_reference.view(np.int32))
-    redone = next(r for r in shard_rows(db, "killed") if r["shard"] == held[0]["shard"])
-    assert redone["done_by"] == "survivor" and redone["failures"] == 1
+    workers.start("first", MFR_EMBEDDER_FAULT_SHARD_DELAY_S=delay_s)
+    api.submit(job_id, api.model(GOOD_MODEL, "good"))
+    held = wait_for(lambda: [r for r in shard_rows(db, job_id) if r["started_at"]],
+                    what="the first worker to take a shard")[0]
+    lose(workers)
+    workers.start("second")
+    job = api.wait(job_id)
+    assert job.state == types_pb2.JOB_STATE_DONE, job.error
+    assert np.array_equal(api.features(job).view(np.int32), reference.view(np.int32))
+    return next(r for r in shard_rows(db, job_id) if r["shard"] == held["shard"])
+
+
+def test_a_worker_killed_mid_shard_loses_it_to_another(embedding, good_reference):
+    redone = _lose_a_worker(embedding, good_reference, "killed", "300",
+                            lambda workers: workers.kill("first"))
+    assert redone["done_by"] == "second" and redone["failures"] == 1
 
 
 def test_a_frozen_worker_loses_its_shard_after_the_deadline(embedding, good_reference):
-    api, workers, db = embedding
-    workers.start("frozen", MFR_EMBEDDER_FAULT_SHARD_DELAY_S="2")
-    api.submit("frozen", api.model(GOOD_MODEL, "good"))
-    held = wait_for(lambda: [r for r in shard_rows(db, "frozen") if r["started_at"]],
-                    what="the worker to take a shard")
-    workers.signal("frozen", signal.SIGSTOP)  # alive, silent: no heartbeat, no progress
-    workers.start("thawed")
-    job = api.wait("frozen")
-    assert job.state == embedder_pb2.JOB_STATE_DONE, job.error
-    assert np.array_equal(api.features(job).view(np.int32), good_reference.view(np.int32))
-    taken = next(r for r in shard_rows(db, "frozen") if r["shard"] == held[0]["shard"])
-    assert taken["done_by"] == "thawed"
+    # SIGSTOP: alive, silent (no heartbeat, no progress): its task is handed back.
+    taken = _lose_a_worker(embedding, good_reference, "frozen", "2",
+                           lambda workers: workers.signal("first", signal.SIGSTOP))
+    assert taken["done_by"] == "second"
 
 
 def test_a_challenge_on_torch_is_embedded_by_torch_everywhere(embedding, good_reference):
@@ -75,7 +75,7 @@ def test_a_challenge_on_torch_is_embedded_by_torch_everywhere(embedding, good_re
     api.submit("torch", api.model(GOOD_MODEL, "good"),
                challenge_toml='id = "t"\n[embedding]\nruntime = "torch-cpu"\n')
     job = api.wait("torch")
-    assert job.state == embedder_pb2.JOB_STATE_DONE, job.error
+    assert job.state == types_pb2.JOB_STATE_DONE, job.error
     assert job.runtime.name == "torch-cpu" and job.runtime.version.startswith("torch ")
     features = api.features(job)
     unit = features / np.linalg.norm(features, axis=1, keepdims=True)

@@ -10,6 +10,7 @@ import grpc
 import numpy as np
 import pytest
 
+from mfr.common.v1 import types_pb2
 from mfr.embedder.v1 import embedder_pb2
 from mfr.rpc.interceptors import error_code_of
 from mfr.testset.store import fetch_testset
@@ -78,14 +79,14 @@ def test_a_cancel_drops_the_waiting_shards_and_an_ended_job_stays(embedding):
     api.submit("stop", api.model(GOOD_MODEL, "good"))
     stub = api.stub
     cancelled = stub.CancelJob(embedder_pb2.GetJobRequest(job_id="stop"))
-    assert cancelled.state == embedder_pb2.JOB_STATE_CANCELLED
+    assert cancelled.state == types_pb2.JOB_STATE_CANCELLED
     with db.connection() as conn:
         statuses = {r["status"] for r in conn.execute(
             "SELECT status::text AS status FROM procrastinate_jobs"
             " WHERE args->>'job_id' = 'stop'")}
     assert statuses == {"cancelled"}
     again = stub.CancelJob(embedder_pb2.GetJobRequest(job_id="stop"))
-    assert again.state == embedder_pb2.JOB_STATE_CANCELLED
+    assert again.state == types_pb2.JOB_STATE_CANCELLED
     assert _refused(lambda: stub.GetJob(embedder_pb2.GetJobRequest(job_id="nobody"))) == (
         grpc.StatusCode.NOT_FOUND, "job_not_found")
 

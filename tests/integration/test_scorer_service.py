@@ -15,6 +15,7 @@ import grpc
 import pytest
 
 from mfr.challenge import parse_challenge
+from mfr.common.v1 import types_pb2
 from mfr.rpc.interceptors import error_code_of
 from mfr.scorer.v1 import scorer_pb2
 
@@ -40,9 +41,9 @@ def test_one_two_and_three_workers_equal_offline_mfr_score(scoring):
             workers.start(f"w{len(workers.processes)}")
         job_id = f"job-{count}-workers"
         submitted = api.submit(job_id, scoring["features"], scoring["testset_id"])
-        assert submitted.state == scorer_pb2.JOB_STATE_QUEUED
+        assert submitted.state == types_pb2.JOB_STATE_QUEUED
         job, seen = api.wait(job_id)
-        assert job.state == scorer_pb2.JOB_STATE_DONE, job.error
+        assert job.state == types_pb2.JOB_STATE_DONE, job.error
         result = api.result(job)
         assert as_offline(result) == scoring["offline"]
         assert job_scores_as_offline(job) == scoring["offline"]["protocols"]
@@ -73,7 +74,7 @@ def test_a_job_needing_a_second_round_equals_offline(scoring, db_pool, service_e
     scoring["closers"].append(api.close)
     api.submit("two-rounds", scoring["features"], scoring["testset_id"])
     job, _ = api.wait("two-rounds")
-    assert job.state == scorer_pb2.JOB_STATE_DONE, job.error
+    assert job.state == types_pb2.JOB_STATE_DONE, job.error
     result = api.result(job)
     assert result["rounds"] == 2
     data = scoring["data"]
@@ -135,7 +136,7 @@ def test_bad_inputs_fail_the_job_with_a_stable_code(scoring, object_store):
         api.submit(job_id, features, testset_id)
     for job_id, (_f, _t, code) in cases.items():
         job, _ = api.wait(job_id)
-        assert job.state == scorer_pb2.JOB_STATE_FAILED
+        assert job.state == types_pb2.JOB_STATE_FAILED
         assert job.error_code == code, (job_id, job.error)
         assert job.error
 
@@ -145,12 +146,12 @@ def test_cancel_drops_the_waiting_tiles(scoring, db_pool):
     workers.start("slow", MFR_SCORER_FAULT_TILE_DELAY_S="0.5")
     api.submit("to-cancel", scoring["features"], scoring["testset_id"])
     for job in api.stub.WatchJob(scorer_pb2.GetJobRequest(job_id="to-cancel"), timeout=60):
-        if job.state == scorer_pb2.JOB_STATE_RUNNING and job.progress.total:
+        if job.state == types_pb2.JOB_STATE_RUNNING and job.progress.total:
             break
     cancelled = api.stub.CancelJob(scorer_pb2.GetJobRequest(job_id="to-cancel"), timeout=10)
-    assert cancelled.state == scorer_pb2.JOB_STATE_CANCELLED
+    assert cancelled.state == types_pb2.JOB_STATE_CANCELLED
     job, _ = api.wait("to-cancel")
-    assert job.state == scorer_pb2.JOB_STATE_CANCELLED and not job.scores
+    assert job.state == types_pb2.JOB_STATE_CANCELLED and not job.scores
     with db_pool.connection() as conn:
         statuses = {r["status"]: r["n"] for r in conn.execute(
             "SELECT status::text AS status, count(*) AS n FROM procrastinate_jobs"
@@ -158,6 +159,6 @@ def test_cancel_drops_the_waiting_tiles(scoring, db_pool):
     assert statuses.get("cancelled", 0) > 10 and statuses.get("todo", 0) == 0
     # cancelling again changes nothing; the worker is still serving
     assert api.stub.CancelJob(scorer_pb2.GetJobRequest(job_id="to-cancel"),
-                              timeout=10).state == scorer_pb2.JOB_STATE_CANCELLED
+                              timeout=10).state == types_pb2.JOB_STATE_CANCELLED
     assert workers.processes["slow"].poll() is None
 

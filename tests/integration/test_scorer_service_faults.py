@@ -16,7 +16,7 @@ from threading import Event
 import pytest
 
 from mfr.challenge import parse_challenge
-from mfr.scorer.v1 import scorer_pb2
+from mfr.common.v1 import types_pb2
 from tests.worker_support import wait_for
 
 from .test_scorer_service_support import (  # noqa: F401 - the fixtures are used by name
@@ -54,7 +54,7 @@ def test_a_worker_killed_mid_tile_loses_nothing(scoring):
     workers.kill("victim")  # SIGKILL: no clean-up, its task stays "doing"
     workers.start_many(2, prefix="s")
     job, _ = api.wait("killed", timeout=90)
-    assert job.state == scorer_pb2.JOB_STATE_DONE, job.error
+    assert job.state == types_pb2.JOB_STATE_DONE, job.error
     assert as_offline(api.result(job)) == scoring["offline"]
     assert job_scores_as_offline(job) == scoring["offline"]["protocols"]
     lost = tile_row(pool, "killed", held["args"]["ordinal"])
@@ -78,7 +78,7 @@ def test_a_tile_past_its_deadline_is_taken_back_while_its_worker_still_beats(sco
     workers.stop_all()
     workers.start("healthy")
     job, _ = api.wait("deadline", timeout=90)
-    assert job.state == scorer_pb2.JOB_STATE_DONE, job.error
+    assert job.state == types_pb2.JOB_STATE_DONE, job.error
     assert as_offline(api.result(job)) == scoring["offline"]
 
 
@@ -95,7 +95,7 @@ def test_sigterm_hands_the_running_tile_back_at_once(scoring):
     assert tile_row(pool, "restarted", held["args"]["ordinal"])["failures"] == 0
     workers.start("next")
     job, _ = api.wait("restarted")
-    assert job.state == scorer_pb2.JOB_STATE_DONE, job.error
+    assert job.state == types_pb2.JOB_STATE_DONE, job.error
     assert as_offline(api.result(job)) == scoring["offline"]
 
 
@@ -112,7 +112,7 @@ def test_a_tile_that_always_fails_fails_the_job_with_a_reason(scoring):
     workers.start_many(2, MFR_SCORER_FAULT_FAIL_TILE=broken, MFR_SCORER_ATTEMPTS="3")
     api.submit("doomed", scoring["features"], scoring["testset_id"])
     job, _ = api.wait("doomed", timeout=60)
-    assert job.state == scorer_pb2.JOB_STATE_FAILED
+    assert job.state == types_pb2.JOB_STATE_FAILED
     assert job.error_code == "tile_failed"
     assert f"tile {broken} (round 1) failed 3 times" in job.error
     assert "injected failure" in job.error and not job.scores

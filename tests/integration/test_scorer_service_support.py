@@ -50,8 +50,8 @@ kind = "all"
 tag = "{tag}"
 far = {far}
 """ for pid, tag, far in (("mr-all", "mr", "1e-4"), ("r0", "r0", "1e-3"), ("r1", "r1", "1e-3")))
-FINISHED = (scorer_pb2.JOB_STATE_DONE, scorer_pb2.JOB_STATE_FAILED,
-            scorer_pb2.JOB_STATE_CANCELLED)
+FINISHED = (types_pb2.JOB_STATE_DONE, types_pb2.JOB_STATE_FAILED,
+            types_pb2.JOB_STATE_CANCELLED)
 
 
 @dataclass

@@ -27,15 +27,13 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from mfr.common.v1 import types_pb2 as mfr_dot_common_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1emfr/embedder/v1/embedder.proto\x12\x0fmfr.embedder.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19mfr/common/v1/types.proto\"\xed\x01\n\x10SubmitJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\'\n\x05model\x18\x02 \x01(\x0b\x32\x18.mfr.common.v1.ObjectRef\x12\x12\n\ntestset_id\x18\x03 \x01(\t\x12\x12\n\ninput_mean\x18\x04 \x01(\x01\x12\x11\n\tinput_std\x18\x05 \x01(\x01\x12*\n\x08\x66\x65\x61tures\x18\x06 \x01(\x0b\x32\x18.mfr.common.v1.ObjectRef\x12\x16\n\x0e\x63hallenge_toml\x18\x07 \x01(\t\x12\x12\n\nlatency_ms\x18\x08 \x01(\x01\x12\r\n\x05owner\x18\t \x01(\t\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"e\n\x07Runtime\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12\x12\n\nbatch_size\x18\x04 \x01(\x05\x12\x17\n\x0f\x66\x61llback_reason\x18\x05 \x01(\t\"\xed\x02\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12(\n\x05state\x18\x02 \x01(\x0e\x32\x19.mfr.embedder.v1.JobState\x12)\n\x08progress\x18\x03 \x01(\x0b\x32\x17.mfr.common.v1.Progress\x12\x13\n\x0bshards_done\x18\x04 \x01(\x05\x12\x14\n\x0cshards_total\x18\x05 \x01(\x05\x12\x17\n\x0fnon_finite_rows\x18\x06 \x01(\x03\x12*\n\x08\x66\x65\x61tures\x18\x07 \x01(\x0b\x32\x18.mfr.common.v1.ObjectRef\x12\x13\n\x0b\x66\x65\x61ture_dim\x18\x08 \x01(\x05\x12\r\n\x05\x65rror\x18\t \x01(\t\x12\x12\n\nerror_code\x18\n \x01(\t\x12)\n\x07runtime\x18\x0b \x01(\x0b\x32\x18.mfr.embedder.v1.Runtime\x12.\n\ncreated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\x95\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x12\n\x0eJOB_STATE_DONE\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x32\x9e\x02\n\x0f\x45mbedderService\x12\x44\n\tSubmitJob\x12!.mfr.embedder.v1.SubmitJobRequest\x1a\x14.mfr.embedder.v1.Job\x12>\n\x06GetJob\x12\x1e.mfr.embedder.v1.GetJobRequest\x1a\x14.mfr.embedder.v1.Job\x12\x42\n\x08WatchJob\x12\x1e.mfr.embedder.v1.GetJobRequest\x1a\x14.mfr.embedder.v1.Job0\x01\x12\x41\n\tCancelJob\x12\x1e.mfr.embedder.v1.GetJobRequest\x1a\x14.mfr.embedder.v1.Jobb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1emfr/embedder/v1/embedder.proto\x12\x0fmfr.embedder.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19mfr/common/v1/types.proto\"\xed\x01\n\x10SubmitJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\'\n\x05model\x18\x02 \x01(\x0b\x32\x18.mfr.common.v1.ObjectRef\x12\x12\n\ntestset_id\x18\x03 \x01(\t\x12\x12\n\ninput_mean\x18\x04 \x01(\x01\x12\x11\n\tinput_std\x18\x05 \x01(\x01\x12*\n\x08\x66\x65\x61tures\x18\x06 \x01(\x0b\x32\x18.mfr.common.v1.ObjectRef\x12\x16\n\x0e\x63hallenge_toml\x18\x07 \x01(\t\x12\x12\n\nlatency_ms\x18\x08 \x01(\x01\x12\r\n\x05owner\x18\t \x01(\t\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"e\n\x07Runtime\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12\x12\n\nbatch_size\x18\x04 \x01(\x05\x12\x17\n\x0f\x66\x61llback_reason\x18\x05 \x01(\t\"\xeb\x02\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12&\n\x05state\x18\x02 \x01(\x0e\x32\x17.mfr.common.v1.JobState\x12)\n\x08progress\x18\x03 \x01(\x0b\x32\x17.mfr.common.v1.Progress\x12\x13\n\x0bshards_done\x18\x04 \x01(\x05\x12\x14\n\x0cshards_total\x18\x05 \x01(\x05\x12\x17\n\x0fnon_finite_rows\x18\x06 \x01(\x03\x12*\n\x08\x66\x65\x61tures\x18\x07 \x01(\x0b\x32\x18.mfr.common.v1.ObjectRef\x12\x13\n\x0b\x66\x65\x61ture_dim\x18\x08 \x01(\x05\x12\r\n\x05\x65rror\x18\t \x01(\t\x12\x12\n\nerror_code\x18\n \x01(\t\x12)\n\x07runtime\x18\x0b \x01(\x0b\x32\x18.mfr.embedder.v1.Runtime\x12.\n\ncreated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\x9e\x02\n\x0f\x45mbedderService\x12\x44\n\tSubmitJob\x12!.mfr.embedder.v1.SubmitJobRequest\x1a\x14.mfr.embedder.v1.Job\x12>\n\x06GetJob\x12\x1e.mfr.embedder.v1.GetJobRequest\x1a\x14.mfr.embedder.v1.Job\x12\x42\n\x08WatchJob\x12\x1e.mfr.embedder.v1.GetJobRequest\x1a\x14.mfr.embedder.v1.Job0\x01\x12\x41\n\tCancelJob\x12\x1e.mfr.embedder.v1.GetJobRequest\x1a\x14.mfr.embedder.v1.Jobb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mfr.embedder.v1.embedder_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBSTATE']._serialized_start=856
-  _globals['_JOBSTATE']._serialized_end=1005
   _globals['_SUBMITJOBREQUEST']._serialized_start=112
   _globals['_SUBMITJOBREQUEST']._serialized_end=349
   _globals['_GETJOBREQUEST']._serialized_start=351
@@ -43,7 +41,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RUNTIME']._serialized_start=384
   _globals['_RUNTIME']._serialized_end=485
   _globals['_JOB']._serialized_start=488
-  _globals['_JOB']._serialized_end=853
-  _globals['_EMBEDDERSERVICE']._serialized_start=1008
-  _globals['_EMBEDDERSERVICE']._serialized_end=1294
+  _globals['_JOB']._serialized_end=851
+  _globals['_EMBEDDERSERVICE']._serialized_start=854
+  _globals['_EMBEDDERSERVICE']._serialized_end=1140
 # @@protoc_insertion_point(module_scope)

@@ -3,28 +3,12 @@ import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from mfr.common.v1 import types_pb2 as _types_pb2
-from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
-
-class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
-    __slots__ = ()
-    JOB_STATE_UNSPECIFIED: _ClassVar[JobState]
-    JOB_STATE_QUEUED: _ClassVar[JobState]
-    JOB_STATE_RUNNING: _ClassVar[JobState]
-    JOB_STATE_DONE: _ClassVar[JobState]
-    JOB_STATE_FAILED: _ClassVar[JobState]
-    JOB_STATE_CANCELLED: _ClassVar[JobState]
-JOB_STATE_UNSPECIFIED: JobState
-JOB_STATE_QUEUED: JobState
-JOB_STATE_RUNNING: JobState
-JOB_STATE_DONE: JobState
-JOB_STATE_FAILED: JobState
-JOB_STATE_CANCELLED: JobState
 
 class SubmitJobRequest(_message.Message):
     __slots__ = ("job_id", "model", "testset_id", "input_mean", "input_std", "features", "challenge_toml", "latency_ms", "owner")
@@ -83,7 +67,7 @@ class Job(_message.Message):
     RUNTIME_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     job_id: str
-    state: JobState
+    state: _types_pb2.JobState
     progress: _types_pb2.Progress
     shards_done: int
     shards_total: int
@@ -94,4 +78,4 @@ class Job(_message.Message):
     error_code: str
     runtime: Runtime
     created_at: _timestamp_pb2.Timestamp
-    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., progress: _Optional[_Union[_types_pb2.Progress, _Mapping]] = ..., shards_done: _Optional[int] = ..., shards_total: _Optional[int] = ..., non_finite_rows: _Optional[int] = ..., features: _Optional[_Union[_types_pb2.ObjectRef, _Mapping]] = ..., feature_dim: _Optional[int] = ..., error: _Optional[str] = ..., error_code: _Optional[str] = ..., runtime: _Optional[_Union[Runtime, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[_types_pb2.JobState, str]] = ..., progress: _Optional[_Union[_types_pb2.Progress, _Mapping]] = ..., shards_done: _Optional[int] = ..., shards_total: _Optional[int] = ..., non_finite_rows: _Optional[int] = ..., features: _Optional[_Union[_types_pb2.ObjectRef, _Mapping]] = ..., feature_dim: _Optional[int] = ..., error: _Optional[str] = ..., error_code: _Optional[str] = ..., runtime: _Optional[_Union[Runtime, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

@@ -26,21 +26,19 @@ _sym_db = _symbol_database.Default()
 from mfr.common.v1 import types_pb2 as mfr_dot_common_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1amfr/scorer/v1/scorer.proto\x12\rmfr.scorer.v1\x1a\x19mfr/common/v1/types.proto\"z\n\x10SubmitJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12*\n\x08\x66\x65\x61tures\x18\x02 \x01(\x0b\x32\x18.mfr.common.v1.ObjectRef\x12\x12\n\ntestset_id\x18\x03 \x01(\t\x12\x16\n\x0e\x63hallenge_toml\x18\x04 \x01(\t\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x91\x02\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12&\n\x05state\x18\x02 \x01(\x0e\x32\x17.mfr.scorer.v1.JobState\x12)\n\x08progress\x18\x03 \x01(\x0b\x32\x17.mfr.common.v1.Progress\x12,\n\x06scores\x18\x04 \x03(\x0b\x32\x1c.mfr.common.v1.ProtocolScore\x12\x1a\n\rranking_score\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\x12\n\nerror_code\x18\x07 \x01(\t\x12(\n\x06result\x18\x08 \x01(\x0b\x32\x18.mfr.common.v1.ObjectRefB\x10\n\x0e_ranking_score*\x95\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x12\n\x0eJOB_STATE_DONE\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x32\x8c\x02\n\rScorerService\x12@\n\tSubmitJob\x12\x1f.mfr.scorer.v1.SubmitJobRequest\x1a\x12.mfr.scorer.v1.Job\x12:\n\x06GetJob\x12\x1c.mfr.scorer.v1.GetJobRequest\x1a\x12.mfr.scorer.v1.Job\x12>\n\x08WatchJob\x12\x1c.mfr.scorer.v1.GetJobRequest\x1a\x12.mfr.scorer.v1.Job0\x01\x12=\n\tCancelJob\x12\x1c.mfr.scorer.v1.GetJobRequest\x1a\x12.mfr.scorer.v1.Jobb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1amfr/scorer/v1/scorer.proto\x12\rmfr.scorer.v1\x1a\x19mfr/common/v1/types.proto\"z\n\x10SubmitJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12*\n\x08\x66\x65\x61tures\x18\x02 \x01(\x0b\x32\x18.mfr.common.v1.ObjectRef\x12\x12\n\ntestset_id\x18\x03 \x01(\t\x12\x16\n\x0e\x63hallenge_toml\x18\x04 \x01(\t\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x91\x02\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12&\n\x05state\x18\x02 \x01(\x0e\x32\x17.mfr.common.v1.JobState\x12)\n\x08progress\x18\x03 \x01(\x0b\x32\x17.mfr.common.v1.Progress\x12,\n\x06scores\x18\x04 \x03(\x0b\x32\x1c.mfr.common.v1.ProtocolScore\x12\x1a\n\rranking_score\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\x12\n\nerror_code\x18\x07 \x01(\t\x12(\n\x06result\x18\x08 \x01(\x0b\x32\x18.mfr.common.v1.ObjectRefB\x10\n\x0e_ranking_score2\x8c\x02\n\rScorerService\x12@\n\tSubmitJob\x12\x1f.mfr.scorer.v1.SubmitJobRequest\x1a\x12.mfr.scorer.v1.Job\x12:\n\x06GetJob\x12\x1c.mfr.scorer.v1.GetJobRequest\x1a\x12.mfr.scorer.v1.Job\x12>\n\x08WatchJob\x12\x1c.mfr.scorer.v1.GetJobRequest\x1a\x12.mfr.scorer.v1.Job0\x01\x12=\n\tCancelJob\x12\x1c.mfr.scorer.v1.GetJobRequest\x1a\x12.mfr.scorer.v1.Jobb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mfr.scorer.v1.scorer_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBSTATE']._serialized_start=506
-  _globals['_JOBSTATE']._serialized_end=655
   _globals['_SUBMITJOBREQUEST']._serialized_start=72
   _globals['_SUBMITJOBREQUEST']._serialized_end=194
   _globals['_GETJOBREQUEST']._serialized_start=196
   _globals['_GETJOBREQUEST']._serialized_end=227
   _globals['_JOB']._serialized_start=230
   _globals['_JOB']._serialized_end=503
-  _globals['_SCORERSERVICE']._serialized_start=658
-  _globals['_SCORERSERVICE']._serialized_end=926
+  _globals['_SCORERSERVICE']._serialized_start=506
+  _globals['_SCORERSERVICE']._serialized_end=774
 # @@protoc_insertion_point(module_scope)

@@ -13,13 +13,11 @@ retries at half the batch size) or a crash (:class:`ModelFault`).
 from __future__ import annotations
 
 import json
-import multiprocessing
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from mfr.confine import describe_exit, log_tail, out_of_memory
+from mfr.confine import describe_exit, forkserver, log_tail, out_of_memory
 from mfr.errors import MfrError
 from mfr.testset.format import TestSetCorrupt
 from services.embedder.worker.child import CHILD_LOG, ChildSpec, child_main
@@ -46,18 +44,8 @@ class Stopped(MfrError):
     code = "stopped"
 
 
-_context_lock = threading.Lock()
-_context: multiprocessing.context.BaseContext | None = None
-
-
-def _mp_context() -> multiprocessing.context.BaseContext:
-    global _context
-    with _context_lock:
-        if _context is None:
-            ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(["services.embedder.worker.child"])
-            _context = ctx
-        return _context
+def _mp_context():
+    return forkserver("services.embedder.worker.child")
 
 
 class ModelProcess:

@@ -56,7 +56,8 @@ def build(settings: EmbedderWorkerSettings) -> Process:
     pool.open(wait=False)
     store = ObjectStore.from_settings(settings)
     book = JobBook(pool)
-    models = ModelCache(store, settings.work_root() / "models", settings.embedder_cached_models,
+    models = ModelCache(store, settings.work_root("embedder") / "models",
+                        settings.embedder_cached_models,
                         settings.threads(), settings.embedder_memory_mb * MIB,
                         settings.embedder_file_mb * MIB)
     steps = Steps(StepContext(pool, book, Deferrer(pool), store, models, settings.cache_dir,

@@ -28,6 +28,7 @@ from threading import Event
 import numpy as np
 from psycopg_pool import ConnectionPool
 
+from mfr.jobs import end_job
 from mfr.logs import get_logger
 from mfr.storage import ObjectStore
 from mfr.taskqueue import GiveUp
@@ -174,13 +175,7 @@ class Steps:
     # --- failures ----------------------------------------------------------------------
     def fail(self, job_id: str, code: str, message: str) -> None:
         """End the job as failed (if still active) and drop its waiting tasks."""
-        ctx = self.ctx
-        with ctx.pool.connection() as conn, conn.transaction():
-            pending = ctx.book.stop(conn, job_id, "failed", code, message)
-            if pending:
-                ctx.deferrer.cancel(conn, pending)
-        if pending is not None:
-            log.warning("job failed", job_id=job_id, code=code, reason=message)
+        end_job(self.ctx.pool, self.ctx.book, self.ctx.deferrer, job_id, "failed", code, message)
 
     def on_failure(self, task_name: str, kwargs: dict, reason: str) -> bool:
         """A task raised (or its worker was lost): count it; True when the job failed."""

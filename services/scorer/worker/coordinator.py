@@ -21,6 +21,7 @@ from fractions import Fraction
 from threading import Event
 
 from mfr.errors import InvalidInput, NotFound
+from mfr.jobs import end_job
 from mfr.logs import get_logger
 from mfr.taskqueue import GiveUp
 from services.scorer.engine import (
@@ -184,14 +185,8 @@ class Coordinator:
 
     def stop_job(self, job_id: str, state: str, code: str = "", message: str = "") -> bool:
         """Fail or cancel an active job and drop its waiting tasks; False if it had ended."""
-        with self.ctx.pool.connection() as conn, conn.transaction():
-            pending = self.ctx.book.stop(conn, job_id, state, code, message)
-            if pending is None:
-                return False
-            dropped = self.ctx.deferrer.cancel(conn, pending)
-        log.info("job stopped", job_id=job_id, state=state, error_code=code or None,
-                 error=message or None, tasks_dropped=dropped)
-        return True
+        return end_job(self.ctx.pool, self.ctx.book, self.ctx.deferrer, job_id, state, code,
+                       message)
 
 
 def result_json(result: ProtocolResult) -> dict:

@@ -52,7 +52,7 @@ def build(settings: ScorerWorkerSettings) -> Process:
     pool.open(wait=False)
     store = ObjectStore.from_settings(settings)
     book, deferrer = JobBook(pool), Deferrer(pool)
-    inputs = JobInputs(store, settings.cache_root(), settings.scorer_cached_jobs, threads)
+    inputs = JobInputs(store, settings.work_root("scorer"), settings.scorer_cached_jobs, threads)
     backend = select_backend(settings.scorer_backend, threads)
     context = WorkerContext(pool, book, deferrer, store, inputs, backend, settings)
     coordinator = Coordinator(context)
