@@ -60,7 +60,10 @@ def build(settings: EmbedderWorkerSettings) -> Process:
                         settings.embedder_cached_models,
                         settings.threads(), settings.embedder_memory_mb * MIB,
                         settings.embedder_file_mb * MIB)
-    steps = Steps(StepContext(pool, book, Deferrer(pool), store, models, settings.cache_dir,
+    # The worker's own cache (shards are deleted once embedded: workers sharing a cache
+    # directory, as under `mfr up`, must not delete each other's).
+    steps = Steps(StepContext(pool, book, Deferrer(pool), store, models,
+                              settings.work_root("embedder") / name,
                               name, settings.embedder_attempts,
                               settings.embedder_fault_shard_delay_s,
                               settings.embedder_fault_fail_shard))

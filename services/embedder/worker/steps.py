@@ -80,6 +80,7 @@ class Steps:
             return "abandoned"
         if ctx.fault_fail_shard in ("*", str(shard)):
             raise InjectedFault(f"injected failure in shard {shard}")
+        testset = None
         try:
             testset = fetch_testset(ctx.store, job["testset_id"], ctx.cache_dir, [shard],
                                     manifest=False)
@@ -89,6 +90,9 @@ class Steps:
             raise GiveUp(exc.message) from exc
         except Stopped:
             return "stopped"
+        finally:
+            if testset is not None:  # one shard on disk at a time: a worker's disk stays small
+                testset.shard_path(shard).unlink(missing_ok=True)
         try:
             features = np.load(out, allow_pickle=False)
             parts = ObjectParts(ctx.store, job_id, job["testset_id"])
