@@ -14,7 +14,7 @@ import uvicorn
 from gateway.app import create_app
 from gateway.config import GatewaySettings
 from mfr.challenge import load_challenge
-from mfr.db.pool import pool_from_settings
+from mfr.db.pool import open_pool
 from mfr.rpc.process import Process, serve
 from mfr.storage import ObjectStore
 
@@ -41,8 +41,7 @@ class HttpServer:
 
 
 def build(settings: GatewaySettings) -> Process:
-    pool = pool_from_settings(settings, name="gateway")
-    pool.open(wait=False)
+    pool = open_pool(settings, "gateway")
     app = create_app(pool, ObjectStore.from_settings(settings), load_challenge(settings.challenge),
                      clock=settings.clock(), admin_token=settings.admin_token.get_secret_value())
     return Process(background=[HttpServer(app, settings)], on_stop=pool.close, grpc=False)

@@ -45,6 +45,8 @@ def configure_logging(fmt: str = "json", level: str = "INFO", service: str | Non
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    if level.upper() != "DEBUG":  # the task queue logs a line or two per deferral and per task
+        logging.getLogger("procrastinate").setLevel(logging.WARNING)
     if service:
         structlog.contextvars.bind_contextvars(service=service)
 

@@ -12,6 +12,8 @@ process that needs one and does not get it stops at start-up with
 from __future__ import annotations
 
 import json
+import os
+import socket
 from pathlib import Path
 
 from pydantic import Field, SecretStr
@@ -79,6 +81,10 @@ class WorkerSettings(CacheSettings):
     and its share of the cache directory."""
 
     worker_name: str = ""
+
+    def worker_id(self) -> str:
+        """The name, or host and pid where none was given (two workers never share one)."""
+        return self.worker_name or f"{socket.gethostname()}-{os.getpid()}"
 
     def work_root(self, kind: str) -> Path:
         return Path(self.cache_dir) / kind

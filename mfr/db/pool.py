@@ -22,10 +22,13 @@ def make_pool(url: str, min_size: int = 1, max_size: int = 8, name: str = "mfr",
                           open=False, name=name)
 
 
-def pool_from_settings(settings: DatabaseSettings, name: str = "mfr") -> ConnectionPool:
-    """A closed pool sized by the settings; the caller opens it (``open(wait=False)``)."""
-    return make_pool(settings.database_url.get_secret_value(), settings.db_pool_min,
-                     settings.db_pool_max, name)
+def open_pool(settings: DatabaseSettings, name: str, max_size: int | None = None) -> ConnectionPool:
+    """A process's pool, sized by the settings, opening in the background: the process starts
+    while the database is still coming up, and reports not-ready (``ping``) until it answers."""
+    pool = make_pool(settings.database_url.get_secret_value(), settings.db_pool_min,
+                     max_size or settings.db_pool_max, name)
+    pool.open(wait=False)
+    return pool
 
 
 def ping(pool: ConnectionPool) -> bool:

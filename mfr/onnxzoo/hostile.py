@@ -265,6 +265,18 @@ def batch_trap() -> bytes:
     return _model(g)
 
 
+def stall_at_batch(size: int = 32) -> bytes:
+    """Correct at every batch size but ``size``, where a Loop of 10**12 empty iterations
+    (hours) runs first: a checker that reaches that size is still there when a test stops it."""
+    g = GraphBuilder(0)
+    one = g.constant("one", np.array(1, np.int64))
+    off = g.node("Sub", [_batch_size(g), g.constant("size", np.array(size, np.int64))])
+    hit = g.node("Sub", [one, g.node("Min", [g.node("Mul", [off, off]), one])])  # 1 at size
+    trips = g.node("Mul", [hit, g.constant("many", np.array(10**12, np.int64))])
+    _head(g, tiny_trunk(g, g.node("Add", ["input", _busy_loop(g, trips)])))
+    return _model(g)
+
+
 def memory_hog(per_image_mb: int = 2400) -> bytes:
     """Allocates about ``per_image_mb`` per image of the batch at run time. The default,
     2.4 GB, is more than the corpus's 1.5 GB limit, less than the machine has, so only the

@@ -72,11 +72,17 @@ class ValidatorClient:
 
 
 @dataclass
-class EmbeddingJob:
+class _JobView:
+    """A job as its service reports it."""
+
     state: str  # queued, running, done, failed, cancelled
     progress: dict
     error: str = ""
     error_code: str = ""
+
+
+@dataclass
+class EmbeddingJob(_JobView):
     features: ObjectRef | None = None
     feature_dim: int = 0
     non_finite_rows: int = 0
@@ -98,8 +104,12 @@ class _JobClient:
     """What the embedder's and the scorer's job APIs share: watch, get and cancel a job."""
 
     service = ""
+    stub_type: type = type(None)  # the service's generated stub
     request_type: type = type(None)  # the service's GetJobRequest
     job_type: type = type(None)  # EmbeddingJob or ScoringJob (from_proto)
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        self.stub = self.stub_type(channel)
 
     def watch(self, job_id: str, *, inflight: Inflight) -> Iterator:
         request = self.request_type(job_id=job_id)
@@ -116,11 +126,8 @@ class _JobClient:
 
 
 class EmbedderClient(_JobClient):
-    service, request_type = "embedder", embedder_pb2.GetJobRequest
-
-    def __init__(self, channel: grpc.Channel) -> None:
-        self.stub = embedder_pb2_grpc.EmbedderServiceStub(channel)
-        self.job_type = EmbeddingJob
+    service, stub_type = "embedder", embedder_pb2_grpc.EmbedderServiceStub
+    request_type, job_type = embedder_pb2.GetJobRequest, EmbeddingJob
 
     def submit(self, job_id: str, model: ObjectRef, testset_id: str, input_mean: float,
                input_std: float, features: ObjectRef, challenge_toml: str, latency_ms: float,
@@ -134,11 +141,7 @@ class EmbedderClient(_JobClient):
 
 
 @dataclass
-class ScoringJob:
-    state: str  # queued, running, done, failed, cancelled
-    progress: dict
-    error: str = ""
-    error_code: str = ""
+class ScoringJob(_JobView):
     result: ObjectRef | None = None
     scores: list = field(default_factory=list)  # ProtocolScore messages, for the ranker
 
@@ -167,11 +170,8 @@ class ScoringJob:
 
 
 class ScorerClient(_JobClient):
-    service, request_type = "scorer", scorer_pb2.GetJobRequest
-
-    def __init__(self, channel: grpc.Channel) -> None:
-        self.stub = scorer_pb2_grpc.ScorerServiceStub(channel)
-        self.job_type = ScoringJob
+    service, stub_type = "scorer", scorer_pb2_grpc.ScorerServiceStub
+    request_type, job_type = scorer_pb2.GetJobRequest, ScoringJob
 
     def submit(self, job_id: str, testset_id: str, challenge_toml: str, features: ObjectRef,
                *, inflight: Inflight) -> None:

@@ -9,7 +9,7 @@ import os
 import socket
 
 from mfr.challenge import served_challenge
-from mfr.db.pool import ping, pool_from_settings
+from mfr.db.pool import open_pool, ping
 from mfr.logs import get_logger
 from mfr.records.leases import Leases
 from mfr.rpc.client import channel
@@ -30,8 +30,7 @@ def build(settings: DispatcherSettings) -> Process:
     if not testset_id:
         log.warning("no test set: set MFR_TESTSET (a test-set folder) or MFR_TESTSET_ID")
     channels = {name: channel(getattr(settings, f"{name}_addr")) for name in PEERS}
-    pool = pool_from_settings(settings, name="dispatcher")
-    pool.open(wait=False)
+    pool = open_pool(settings, "dispatcher")
     leases = Leases(pool, f"{socket.gethostname()}:{os.getpid()}", settings.dispatch_lease_s)
     peers = Peers.connect(channels, settings.admin_token.get_secret_value())
     stages = Stages(StageContext(leases, ObjectStore.from_settings(settings), peers,

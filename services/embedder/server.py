@@ -8,9 +8,7 @@ id). The heavy work runs in the embedder workers (services/embedder/worker/).
 
 from __future__ import annotations
 
-import logging
-
-from mfr.db.pool import ping, pool_from_settings
+from mfr.db.pool import open_pool, ping
 from mfr.embedder.v1 import embedder_pb2_grpc
 from mfr.rpc.process import Process, Warmup, serve
 from mfr.storage import ObjectStore
@@ -33,10 +31,7 @@ def publish(store: ObjectStore, testset: TestSet | None) -> dict:
 
 
 def build(settings: EmbedderSettings) -> Process:
-    if settings.log_level.upper() != "DEBUG":
-        logging.getLogger("procrastinate").setLevel(logging.WARNING)  # a line per deferral
-    pool = pool_from_settings(settings, name="embedder")
-    pool.open(wait=False)
+    pool = open_pool(settings, "embedder")
     store = ObjectStore.from_settings(settings)
     book = JobBook(pool)
     control = EmbedControl(pool, book, Deferrer(pool), store, settings.cache_dir,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mfr.challenge import load_challenge
-from mfr.db.pool import ping, pool_from_settings
+from mfr.db.pool import open_pool, ping
 from mfr.ranker.v1 import ranker_pb2_grpc
 from mfr.records.boards import Leaderboards
 from mfr.records.results import Results
@@ -15,8 +15,7 @@ from services.ranker.watch import BoardWatcher
 
 def build(settings: RankerSettings) -> Process:
     challenge = load_challenge(settings.challenge)
-    pool = pool_from_settings(settings, name="ranker")
-    pool.open(wait=False)
+    pool = open_pool(settings, "ranker")
     boards = Leaderboards(pool, challenge)
     servicer = RankerServicer(pool, boards, Results(pool, challenge, boards), BoardWatcher(boards),
                               admin_token=settings.admin_token.get_secret_value())

@@ -6,9 +6,7 @@ scorer workers (services/scorer/worker/). docs/scoring-service.md has the design
 
 from __future__ import annotations
 
-import logging
-
-from mfr.db.pool import ping, pool_from_settings
+from mfr.db.pool import open_pool, ping
 from mfr.rpc.process import Process, serve
 from mfr.scorer.v1 import scorer_pb2_grpc
 from mfr.storage import ObjectStore
@@ -20,10 +18,7 @@ from services.scorer.servicer import ScorerServicer
 
 
 def build(settings: ScorerSettings) -> Process:
-    if settings.log_level.upper() != "DEBUG":
-        logging.getLogger("procrastinate").setLevel(logging.WARNING)  # a line per deferral
-    pool = pool_from_settings(settings, name="scorer")
-    pool.open(wait=False)
+    pool = open_pool(settings, "scorer")
     store = ObjectStore.from_settings(settings)
     book = JobBook(pool)
     control = JobControl(pool, book, Deferrer(pool), store.buckets.features,

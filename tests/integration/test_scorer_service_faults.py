@@ -117,8 +117,11 @@ def test_a_tile_that_always_fails_fails_the_job_with_a_reason(scoring):
     assert f"tile {broken} (round 1) failed 3 times" in job.error
     assert "injected failure" in job.error and not job.scores
     assert tile_row(pool, "doomed", 5)["failures"] == 3
-    tasks = queue_tasks(pool, "doomed")
-    assert not [t for t in tasks if t["status"] in ("todo", "doing")]  # nothing loops
+    # Nothing loops: a tile the other worker was scoring when the job failed ends, and then
+    # no task of the job is left to run.
+    tasks = wait_for(lambda: (ts := queue_tasks(pool, "doomed"))
+                     and not [t for t in ts if t["status"] in ("todo", "doing")] and ts,
+                     what="the job's tasks to settle")
     assert [t["status"] for t in tasks if t["args"].get("ordinal") == 5] == ["failed"]
 
 

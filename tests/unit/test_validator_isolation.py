@@ -12,7 +12,7 @@ import onnx
 import pytest
 
 from mfr.challenge import load_challenge
-from mfr.onnxzoo import build_tiny_model, save_model
+from mfr.onnxzoo import build_tiny_model, hostile, save_model
 from services.validator.latency import CACHE_FILE, LatencyCalibrator, ReferenceNetwork
 from services.validator.sandbox import GIB, Sandbox, SandboxLimits
 from services.validator.validator import Validator, ValidatorOptions
@@ -48,6 +48,15 @@ def validator(tmp_path: Path, observer=None, factor: float | None = 1000.0) -> V
                             options=ValidatorOptions(limits=LIMITS), observer=observer)
 
 
+@pytest.fixture(scope="module")
+def stalling_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Stalls at the batch stage, so the kill lands there however slowly the test reads the
+    child's messages (the tiny model can finish every stage before the parent reads one)."""
+    path = tmp_path_factory.mktemp("isolation") / "stall.onnx"
+    path.write_bytes(hostile.stall_at_batch(32))
+    return path
+
+
 @pytest.mark.parametrize(
     ("stage", "signum", "code", "says"),
     [
@@ -57,11 +66,12 @@ def validator(tmp_path: Path, observer=None, factor: float | None = 1000.0) -> V
     ],
 )
 def test_a_crashing_child_is_a_clean_rejection_and_the_next_model_passes(
-    tiny_model: Path, tmp_path: Path, stage: str, signum: int, code: str, says: str
+    tiny_model: Path, stalling_model: Path, tmp_path: Path, stage: str, signum: int, code: str,
+    says: str,
 ):
     killer = Killer(stage, signum)
     checker = validator(tmp_path, observer=killer)
-    report = checker.validate(tiny_model, TRACK_A)
+    report = checker.validate(stalling_model, TRACK_A)
     assert not killer.armed
     assert report.error_codes == [code]
     assert says in report.errors[0].message

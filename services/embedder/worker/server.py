@@ -15,11 +15,7 @@ redoes it) and the process exits.
 
 from __future__ import annotations
 
-import logging
-import os
-import socket
-
-from mfr.db.pool import make_pool, ping
+from mfr.db.pool import open_pool, ping
 from mfr.logs import get_logger
 from mfr.rpc.process import Process, serve
 from mfr.storage import ObjectStore
@@ -46,14 +42,11 @@ STEP_MARGIN_S = 600.0
 
 
 def build(settings: EmbedderWorkerSettings) -> Process:
-    if settings.log_level.upper() != "DEBUG":
-        logging.getLogger("procrastinate").setLevel(logging.WARNING)  # two lines per shard
-    name = settings.worker_name or f"{socket.gethostname()}-{os.getpid()}"
+    name = settings.worker_id()
     runtimes = (runtimes_here() if settings.embedder_runtimes == "auto"
                 else tuple(r.strip() for r in settings.embedder_runtimes.split(",") if r.strip()))
     url = settings.database_url.get_secret_value()
-    pool = make_pool(url, min_size=1, max_size=4, name=NAME)
-    pool.open(wait=False)
+    pool = open_pool(settings, NAME, max_size=4)
     store = ObjectStore.from_settings(settings)
     book = JobBook(pool)
     models = ModelCache(store, settings.work_root("embedder") / "models",

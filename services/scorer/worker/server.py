@@ -16,13 +16,9 @@ SIGTERM: health goes NOT_SERVING, no new task is taken, the running one has
 
 from __future__ import annotations
 
-import logging
-import os
-import socket
-
 from threadpoolctl import threadpool_limits
 
-from mfr.db.pool import make_pool, ping
+from mfr.db.pool import open_pool, ping
 from mfr.logs import get_logger
 from mfr.rpc.process import Process, serve
 from mfr.storage import ObjectStore
@@ -42,14 +38,11 @@ NAME = "scorer-worker"
 
 
 def build(settings: ScorerWorkerSettings) -> Process:
-    if settings.log_level.upper() != "DEBUG":
-        logging.getLogger("procrastinate").setLevel(logging.WARNING)  # two lines per tile
     threads = settings.blas_threads()
     threadpool_limits(limits=threads)  # numpy is loaded (the engine imports it): applies now
-    name = settings.worker_name or f"{socket.gethostname()}-{os.getpid()}"
+    name = settings.worker_id()
     url = settings.database_url.get_secret_value()
-    pool = make_pool(url, min_size=1, max_size=4, name=NAME)
-    pool.open(wait=False)
+    pool = open_pool(settings, NAME, max_size=4)
     store = ObjectStore.from_settings(settings)
     book, deferrer = JobBook(pool), Deferrer(pool)
     inputs = JobInputs(store, settings.work_root("scorer"), settings.scorer_cached_jobs, threads)
