@@ -18,9 +18,9 @@ from typing import Self
 import httpx
 
 from mfr.errors import MfrError
+from mfr.records.states import TERMINAL
 
 DEFAULT_GATEWAY = "http://127.0.0.1:8000"
-TERMINAL = ("scored", "rejected", "failed", "cancelled")
 CHUNK = 256 * 1024
 
 

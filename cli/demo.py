@@ -29,10 +29,10 @@ from pathlib import Path
 
 import click
 
+from mfr.records.states import TERMINAL
 from mfr.settings import GATEWAY_PORT
 
 DEMO_SCALE = 0.01
-TERMINAL = ("scored", "rejected", "failed", "cancelled")
 
 
 def demo_challenge(path: Path, now: datetime) -> Path:
@@ -62,12 +62,9 @@ def build_models(folder: Path, say) -> dict[str, Path]:
     zips = {}
     for entry in index:
         zips[entry["name"]] = zip_model(folder / entry["file"], folder / f"{entry['name']}.model.zip")
-    try:
-        from mfr.onnxzoo.corpus import fp16_weights
+    from mfr.onnxzoo.hostile import fp16_weights
 
-        zips["float16"] = zip_model(fp16_weights(), folder / "float16.model.zip")
-    except ImportError:  # the validator's corpus is optional for the demo
-        pass
+    zips["float16"] = zip_model(fp16_weights(), folder / "float16.model.zip")
     bad = folder / "two-models.zip"
     import zipfile
 

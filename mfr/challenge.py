@@ -242,11 +242,23 @@ def served_challenge(path: str | Path | None = None) -> tuple[Challenge, str]:
             raise InvalidInput(f"cannot read challenge {path}: {exc.strerror}",
                                code="challenge_invalid") from None
         source = str(path)
+    return _parse_text(text, source), text
+
+
+def challenge_from_text(text: str, source: str, default: Challenge | None = None) -> Challenge:
+    """A challenge sent as TOML text (in a request, or stored with a job); empty text means
+    ``default``, else the built-in challenge."""
+    if not text.strip():
+        return default or load_challenge()
+    return _parse_text(text, source)
+
+
+def _parse_text(text: str, source: str) -> Challenge:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InvalidInput(f"challenge {source}: {exc}", code="challenge_invalid") from None
-    return parse_challenge(data, source), text
+    return parse_challenge(data, source)
 
 
 def load_challenge(path: str | Path | None = None) -> Challenge:

@@ -40,20 +40,21 @@ def confine(workdir: Path, memory_bytes: int, file_bytes: int, limit_address_spa
     os.chdir(cwd)
 
 
-_contexts: dict[str, multiprocessing.context.BaseContext] = {}
-_contexts_lock = threading.Lock()
+_preloads: list[str] = []
+_preloads_lock = threading.Lock()
 
 
 def forkserver(preload: str) -> multiprocessing.context.BaseContext:
     """The multiprocessing context that starts a process's confined children: forked from a
     fork server with ``preload`` imported (numpy, onnxruntime ...: children start in
-    milliseconds), never a fork of the multi-threaded parent. One server per process."""
-    with _contexts_lock:
-        if preload not in _contexts:
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload([preload])
-            _contexts[preload] = context
-        return _contexts[preload]
+    milliseconds), never a fork of the multi-threaded parent. There is one fork server per
+    process: it imports the modules named before it started (a service names one)."""
+    context = multiprocessing.get_context("forkserver")
+    with _preloads_lock:
+        if preload not in _preloads:
+            _preloads.append(preload)
+            context.set_forkserver_preload(list(_preloads))
+    return context
 
 
 def out_of_memory(exitcode: int | None, log_tail: str) -> bool:

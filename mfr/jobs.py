@@ -13,9 +13,16 @@ from mfr.logs import get_logger
 
 JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 # A watcher hears from us at least this often, even when nothing changed (ETA moves).
+#: The states of an embedding or scoring job: still wanted, and ended.
+ACTIVE = ("queued", "running")
+ENDED = ("done", "failed", "cancelled")
 WATCH_HEARTBEAT_S = 5.0
 V = TypeVar("V")
 log = get_logger("mfr.jobs")
+
+
+class InjectedFault(RuntimeError):
+    """A failure asked for by a worker's fault-injection setting (tests only)."""
 
 
 def check_job_id(job_id: str) -> None:

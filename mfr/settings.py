@@ -28,7 +28,8 @@ GATEWAY_PORT = 8000
 
 
 class Env(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MFR_", extra="ignore")
+    # An empty variable is an unset one (MFR_CHALLENGE= is not the current directory).
+    model_config = SettingsConfigDict(env_prefix="MFR_", extra="ignore", env_ignore_empty=True)
 
 
 class LogSettings(Env):

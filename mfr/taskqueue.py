@@ -110,11 +110,10 @@ Deadline = Callable[[str, dict], float | None]
 
 @dataclass(frozen=True)
 class QueueSpec:
-    """What a worker drains: its queues, the default priority of each task, the handlers,
-    the failure hook and the tasks' deadlines."""
+    """What a worker drains: its queues, the handlers, the failure hook and the tasks'
+    deadlines (the priorities are the deferrer's: a worker never defers)."""
 
     queues: tuple[str, ...]
-    priority: dict[str, int]
     handlers: dict[str, Handler]
     on_failure: FailureHook
     deadline: Deadline = lambda _task, _kwargs: None
@@ -128,7 +127,8 @@ def worker_app(database_url: str, spec: QueueSpec, retry_wait_s: int, pool_size:
     def register(task_name: str, handler: Handler) -> None:
         async def run(**kwargs: Any) -> None:
             abandoned = threading.Event()
-            limit = spec.deadline(task_name, kwargs)
+            # A deadline may read the database: off the event loop, which sends the heartbeats.
+            limit = await asyncio.to_thread(spec.deadline, task_name, kwargs)
             try:
                 await asyncio.wait_for(on_thread(handler, abandoned, task_name, **kwargs), limit)
             except (asyncio.CancelledError, GiveUp):
@@ -143,8 +143,7 @@ def worker_app(database_url: str, spec: QueueSpec, retry_wait_s: int, pool_size:
                     raise GiveUp(reason) from exc
                 raise
 
-        app.task(name=task_name, queue=spec.queues[0], priority=spec.priority[task_name],
-                 retry=retry)(run)
+        app.task(name=task_name, queue=spec.queues[0], retry=retry)(run)
 
     for task_name, handler in spec.handlers.items():
         register(task_name, handler)

@@ -17,9 +17,6 @@ from urllib.parse import quote
 
 import pytest
 
-# Fixtures of one tier that more than one test module uses.
-pytest_plugins = ["tests.integration.embedder_support"]
-
 
 @dataclass(frozen=True)
 class Servers:

@@ -6,7 +6,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from mfr.common.v1 import types_pb2
 from mfr.rpc.server import GrpcServer
+
+#: The JobStates of a job that has ended (the embedder's and the scorer's).
+FINISHED = (types_pb2.JOB_STATE_DONE, types_pb2.JOB_STATE_FAILED,
+            types_pb2.JOB_STATE_CANCELLED)
 
 
 @contextmanager

@@ -1,4 +1,4 @@
-"""Queue worker processes for the integration tests (scorer and embedder workers)."""
+"""Service processes for the integration tests (queue workers, mostly): ``mfr serve KIND``."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from mfr.rpc.client import health_status
 
 @dataclass
 class Workers:
-    """Queue worker processes (``mfr serve KIND``) of one test; all are stopped (killed if
-    need be) at exit."""
+    """Processes of one kind (``mfr serve KIND``: a queue worker, or a service) of one test;
+    all are stopped (killed if need be) at exit."""
 
     env: dict[str, str]
     logs: Path
@@ -29,8 +29,8 @@ class Workers:
 
     def start(self, name: str, wait: bool = True, **extra_env: str) -> subprocess.Popen:
         port = free_port()
-        env = {**os.environ, **self.env, **self.defaults, **extra_env, "MFR_GRPC_PORT": str(port),
-               "MFR_METRICS_PORT": "0", "MFR_WORKER_NAME": name,
+        env = {**os.environ, **self.env, "MFR_METRICS_PORT": "0", **self.defaults, **extra_env,
+               "MFR_GRPC_PORT": str(port), "MFR_WORKER_NAME": name,
                "MFR_CACHE_DIR": str(self.logs / "cache" / name)}
         self.logs.mkdir(parents=True, exist_ok=True)
         with open(self.logs / f"{name}.log", "ab") as log:

@@ -39,6 +39,7 @@ from mfr.settings import GATEWAY_PORT, GRPC_PORTS, METRICS_PORTS
 
 # The processes of a stack, in start order; the first four are gRPC services.
 SERVICES = ("validator", "embedder", "scorer", "ranker")
+SERVE = (sys.executable, "-m", "cli.main", "serve")  # + the process's name
 
 
 def _port(preferred: int) -> int:
@@ -231,7 +232,6 @@ class Stack:
         return upload_testset(self.store(), Path(self.env["MFR_TESTSET"]))
 
     def _plan_children(self) -> None:
-        base = [sys.executable, "-m", "cli.main", "serve"]
         ports = {name: _port(GRPC_PORTS[name]) for name in SERVICES}
         for name in SERVICES:
             self.env[f"MFR_{name.upper()}_ADDR"] = f"127.0.0.1:{ports[name]}"
@@ -241,7 +241,7 @@ class Stack:
             if name == "validator":  # its cache is the latency reference: one per machine
                 env["MFR_CACHE_DIR"] = str(cache_dir())
             address = f"127.0.0.1:{ports[name]}"
-            self.children.append(Child(name, [*base, name], env, ("grpc", address)))
+            self.children.append(Child(name, [*SERVE, name], env, ("grpc", address)))
             self.addresses[name] = f"grpc://{address}"
         # Share the cores: N workers each using every core would oversubscribe them.
         for kind, count, threads_variable in (("scorer", self.config.scorers, "MFR_SCORER_THREADS"),
@@ -252,10 +252,10 @@ class Stack:
                 self._worker(f"{kind}-worker", index, {
                     threads_variable: os.environ.get(threads_variable, str(threads))})
         env = {"MFR_GRPC_PORT": str(free_port()), "MFR_METRICS_PORT": str(free_port())}
-        self.children.append(Child("dispatcher", [*base, "dispatcher"], env,
+        self.children.append(Child("dispatcher", [*SERVE, "dispatcher"], env,
                                    ("grpc", f"127.0.0.1:{env['MFR_GRPC_PORT']}")))
         gateway_url = f"http://127.0.0.1:{self.config.gateway_port}"
-        self.children.append(Child("gateway", [*base, "gateway"],
+        self.children.append(Child("gateway", [*SERVE, "gateway"],
                                    {"MFR_GATEWAY_PORT": str(self.config.gateway_port)},
                                    ("http", f"{gateway_url}/healthz")))
         self.addresses["gateway"] = gateway_url
@@ -266,8 +266,7 @@ class Stack:
                "MFR_WORKER_NAME": f"{kind}-{index}", **env}
         # SIGKILL when orphaned: a worker's graceful stop waits on PostgreSQL, which died
         # with the supervisor; a task in flight is handed back by the queue's lease anyway.
-        self.children.append(Child(f"{kind}-{index}", [sys.executable, "-m", "cli.main", "serve",
-                                                        kind], env,
+        self.children.append(Child(f"{kind}-{index}", [*SERVE, kind], env,
                                    ("grpc", f"127.0.0.1:{env['MFR_GRPC_PORT']}"),
                                    death_signal=signal.SIGKILL))
 

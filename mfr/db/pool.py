@@ -31,6 +31,14 @@ def open_pool(settings: DatabaseSettings, name: str, max_size: int | None = None
     return pool
 
 
+def listening(pool: ConnectionPool, channel: str) -> psycopg.Connection:
+    """A connection of its own, outside the pool (it stays open for notifications), that
+    LISTENs on ``channel`` (a constant name, never user input)."""
+    conn = psycopg.connect(pool.conninfo, autocommit=True, **pool.kwargs)
+    conn.execute(f"LISTEN {channel}")
+    return conn
+
+
 def ping(pool: ConnectionPool) -> bool:
     with pool.connection(timeout=2) as conn:
         conn.execute("SELECT 1")

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mfr.onnxzoo.hostile import (
-    FEATURE_DIM,
     batch_mean,
     batch_trap,
     double_input,
@@ -39,7 +38,7 @@ from mfr.onnxzoo.hostile import (
 )
 from mfr.onnxzoo.zips import corrupt_member, declared_bomb, readme, truncated_zip, zipped
 
-__all__ = ["CASES", "FEATURE_DIM", "SMALL_TRACK_TOML", "Case", "fp16_weights", "write_case"]
+__all__ = ["CASES", "SMALL_TRACK_TOML", "Case", "write_case"]
 
 # A track with a tiny size limit, for model_too_large (the tiny model is ~0.4 MB).
 SMALL_TRACK_TOML = """

@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from datetime import datetime
 from fractions import Fraction
 
@@ -101,7 +101,6 @@ class Board:
     updated_at: datetime | None
     frozen_at: datetime | None = None
     closed: bool = False
-    extra: dict = field(default_factory=dict)
 
     def to_json(self, challenge: Challenge | None = None, reveal: bool = False) -> dict:
         out = {

@@ -147,9 +147,6 @@ class Leases:
                                                          "attempt": claim.row["attempts"]})
         return bool(released)
 
-    def current_state(self, submission_id: str) -> str | None:
-        return (self.current(submission_id) or {}).get("state")
-
     def current(self, submission_id: str) -> dict | None:
         """The submission's state and run now (whoever holds it)."""
         with self.pool.connection() as conn:

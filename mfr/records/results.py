@@ -36,8 +36,7 @@ class Results:
         self.boards = boards
 
     def record(self, submission_id: str, scores: Mapping[str, Mapping],
-               model_size_mb: float | None = None, latency_ms: float | None = None,
-               result_key: str | None = None) -> Recorded:
+               model_size_mb: float | None = None, latency_ms: float | None = None) -> Recorded:
         """Store a submission's scores and ranking score; state becomes ``scored``.
 
         Idempotent: recording the same result again changes nothing. Refused
@@ -57,13 +56,13 @@ class Results:
             conn.execute(
                 "UPDATE submissions SET scores = %s, ranking_exact = %s, ranking_score = %s,"
                 " model_size_mb = coalesce(%s, model_size_mb), latency_ms = coalesce(%s, latency_ms),"
-                " result_key = coalesce(%s, result_key), state = 'scored',"
+                " state = 'scored',"
                 " scored_at = coalesce(scored_at, now()), progress = NULL, error = NULL,"
                 " lease_owner = NULL, lease_until = NULL,"
                 " error_code = NULL, updated_at = now() WHERE id = %s",
                 (Jsonb(clean), fraction_text(ranking) if ranking is not None else None,
                  float(ranking) if ranking is not None else None, model_size_mb, latency_ms,
-                 result_key, submission_id))
+                 submission_id))
             if row["state"] != "scored":
                 events.add(conn, submission_id, "scored",
                            {"ranking_score": float(ranking) if ranking is not None else None,

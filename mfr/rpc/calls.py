@@ -48,6 +48,13 @@ class Inflight:
         self.calls: list[Any] = []
         self.cancelled = False
 
+    def add(self, call: Any) -> None:
+        """List a call just started; cut it at once when ``cancel_all`` ran after the caller's
+        check and before this (it would otherwise run to its timeout)."""
+        self.calls.append(call)
+        if self.cancelled:
+            call.cancel()
+
     def cancel_all(self) -> None:
         self.cancelled = True
         for call in list(self.calls):
@@ -70,7 +77,7 @@ def unary(service: str, method: Callable, request: Any, *, timeout: float,
         raise CallCancelled(f"the call to the {service} was cut")
     future = method.future(request, timeout=timeout, metadata=metadata)
     if inflight is not None:
-        inflight.calls.append(future)
+        inflight.add(future)
     try:
         return future.result()
     except grpc.FutureCancelledError:
@@ -89,7 +96,7 @@ def stream(service: str, method: Callable, request: Any, *, timeout: float | Non
         raise CallCancelled(f"the call to the {service} was cut")
     call = method(request, timeout=timeout)
     if inflight is not None:
-        inflight.calls.append(call)
+        inflight.add(call)
     try:
         yield from call
     except grpc.RpcError as err:

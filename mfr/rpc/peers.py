@@ -7,7 +7,6 @@ travel as ``ProtocolScore`` messages from the scorer to the ranker untouched.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -22,8 +21,6 @@ from mfr.rpc.job_methods import STATE_NAME
 from mfr.scorer.v1 import scorer_pb2, scorer_pb2_grpc
 from mfr.storage import ObjectRef, StoredObject
 from mfr.validator.v1 import validator_pb2, validator_pb2_grpc
-
-FINISHED = ("done", "failed", "cancelled")
 
 
 def _ref(ref: ObjectRef | StoredObject) -> types_pb2.ObjectRef:
@@ -151,22 +148,6 @@ class ScoringJob(_JobView):
             if job.result.key else None
         return cls(STATE_NAME.get(job.state, "queued"), progress_json(job.progress, "scoring"),
                    job.error, job.error_code, result, list(job.scores))
-
-    def add_roc(self, result_json: bytes) -> None:
-        """ROC points from the result JSON where the job message carried none."""
-        document = json.loads(result_json)
-        # {"roc": {pid: [points]}} (mfr score's layout) or {"protocols": {pid: {"roc": [...]}}}
-        by_protocol = document.get("roc") or {}
-        protocols = document.get("protocols") or {}
-        for score in self.scores:
-            points = (by_protocol.get(score.protocol_id)
-                      or (protocols.get(score.protocol_id) or {}).get("roc") or [])
-            if not score.roc and isinstance(points, list):
-                score.roc.extend(types_pb2.RocPoint(
-                    far=float(p["far"]), tar=float(p["tar"]),
-                    threshold=float("-inf") if p.get("threshold") is None else float(p["threshold"]),
-                    exact=bool(p.get("exact", True)))
-                    for p in points if isinstance(p, dict))
 
 
 class ScorerClient(_JobClient):

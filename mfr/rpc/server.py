@@ -93,6 +93,3 @@ class GrpcServer:
         self.health.enter_graceful_shutdown()
         self._server.stop(grace).wait()
         log.info("stopped", service=self.name)
-
-    def wait(self) -> None:
-        self._server.wait_for_termination()

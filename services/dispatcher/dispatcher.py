@@ -20,8 +20,7 @@ import random
 import threading
 from dataclasses import dataclass
 
-import psycopg
-
+from mfr.db.pool import listening
 from mfr.errors import MfrError, Unavailable
 from mfr.logs import get_logger
 from mfr.records.leases import Claim, LeaseLost, Leases
@@ -96,7 +95,7 @@ class Dispatcher:
     def _lost(self, claim: Claim) -> Outcome:
         if self.stopping.is_set():
             self.leases.release(claim)  # shutting down: let another dispatcher resume at once
-        log.info("let go", submission=claim.id, state=self.leases.current_state(claim.id))
+        log.info("let go", submission=claim.id, state=(self.leases.current(claim.id) or {}).get("state"))
         return Outcome("lost")
 
     def _retry(self, claim: Claim, reason: str) -> Outcome:
@@ -168,11 +167,9 @@ class Dispatcher:
                     log.warning("renew failed", submission=claim.id, error=str(exc))
 
     def _listen(self) -> None:
-        pool = self.leases.pool
         while not self.stopping.is_set():
             try:
-                with psycopg.connect(pool.conninfo, autocommit=True, **pool.kwargs) as conn:
-                    conn.execute("LISTEN mfr_submissions")
+                with listening(self.leases.pool, "mfr_submissions") as conn:
                     while not self.stopping.is_set():
                         for _ in conn.notifies(timeout=1.0, stop_after=1):
                             self.wake.set()

@@ -14,10 +14,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from mfr.jobs import ENDED
 from mfr.logs import get_logger
 from mfr.records.leases import Claim, LeaseLost, Leases
 from mfr.rpc.calls import CallCancelled, Inflight, RemoteError
-from mfr.rpc.peers import FINISHED, Peers, ScoringJob
+from mfr.rpc.peers import Peers
 from mfr.storage import ObjectRef, ObjectStore, StoredObject
 
 log = get_logger("services.dispatcher")
@@ -126,7 +127,6 @@ class Stages:
             raise Permanent("scoring_cancelled", "the scoring job was cancelled")
         if job.result is not None:
             ctx.leases.note(claim, result_key=job.result.key)
-            self._add_roc(job)
         try:
             ctx.peers.ranker.record_result(claim.id, job.scores,
                                            claim.row.get("model_size_mb") or 0.0,
@@ -143,19 +143,20 @@ class Stages:
         while True:
             try:
                 for job in peer.watch(claim.job_id, inflight=inflight):
-                    if job.state in FINISHED:
+                    if job.state in ENDED:
                         return job
                     if time.monotonic() - last_note >= PROGRESS_EVERY_S:
                         last_note = time.monotonic()
-                        self.context.leases.note(claim, progress=job.progress)
-            except CallCancelled:
+                        self.context.leases.note(claim, progress=job.progress)  # LeaseLost
+                if claim.lost.is_set():
+                    raise LeaseLost(claim.id)
+                job = peer.get(claim.job_id, inflight=inflight)
+            except (CallCancelled, LeaseLost):
+                # Whichever noticed first (the heartbeat cutting the call, or a progress note
+                # finding the claim gone), the job is withdrawn if the submission let go of it.
                 self._withdraw(claim, peer)
                 raise
-            if claim.lost.is_set():
-                self._withdraw(claim, peer)
-                raise LeaseLost(claim.id)
-            job = peer.get(claim.job_id, inflight=inflight)
-            if job.state in FINISHED:
+            if job.state in ENDED:
                 return job
             time.sleep(1.0)  # the stream ended early (a restart of the peer): watch again
 
@@ -170,12 +171,3 @@ class Stages:
             peer.cancel(claim.job_id)
         except RemoteError as err:
             log.warning("cancelling a withdrawn job failed", job_id=claim.job_id, code=err.code)
-
-    def _add_roc(self, job: ScoringJob) -> None:
-        """ROC points from the result JSON when the job message carried none (best effort)."""
-        if all(s.roc for s in job.scores):
-            return
-        try:
-            job.add_roc(self.context.store.get_bytes(job.result.bucket, job.result.key))
-        except Exception as exc:  # noqa: BLE001 - plots are optional, scores are not
-            log.warning("result JSON unreadable", key=job.result.key, error=str(exc))

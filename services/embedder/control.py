@@ -17,13 +17,13 @@ from pathlib import Path
 
 from psycopg_pool import ConnectionPool
 
-from mfr.challenge import Challenge, load_challenge, parse_challenge
+from mfr.challenge import challenge_from_text
 from mfr.errors import InvalidInput
-from mfr.jobs import check_job_id, end_job, watch
+from mfr.jobs import ACTIVE, check_job_id, end_job, watch
 from mfr.logs import get_logger
 from mfr.storage import ObjectRef, ObjectStore
 from mfr.testset.store import stored_testset
-from services.embedder.jobs import ACTIVE, EmbedRequest, JobBook, JobView
+from services.embedder.jobs import EmbedRequest, JobBook, JobView
 from services.embedder.queue import Deferrer
 
 log = get_logger("services.embedder.control")
@@ -38,17 +38,6 @@ class Deadline:
 
     def for_shard(self, latency_ms: float, images: int) -> float:
         return max(self.floor_s, self.factor * max(latency_ms, 0.0) / 1000.0 * images)
-
-
-def challenge_of(toml_text: str) -> Challenge:
-    if not toml_text:
-        return load_challenge()
-    import tomllib
-
-    try:
-        return parse_challenge(tomllib.loads(toml_text), "request")
-    except tomllib.TOMLDecodeError as exc:
-        raise InvalidInput(f"challenge_toml: {exc}", code="challenge_invalid") from None
 
 
 @dataclass
@@ -75,7 +64,7 @@ class EmbedControl:
         if not all(map(math.isfinite, (input_mean, input_std))) or input_std == 0:
             raise InvalidInput(f"input normalisation ({input_mean}, {input_std}) is not usable",
                                code="normalisation_invalid")
-        embedding = challenge_of(challenge_toml).embedding
+        embedding = challenge_from_text(challenge_toml, "challenge_toml").embedding
         testset = stored_testset(self.store, testset_id, self.cache_dir)
         shards = [(s.index, s.images) for s in testset.shards]
         request = EmbedRequest(

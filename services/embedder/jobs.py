@@ -20,10 +20,8 @@ from psycopg_pool import ConnectionPool
 
 from mfr.db.pool import row_field
 from mfr.errors import NotFound
-from mfr.jobs import insert_once
+from mfr.jobs import ACTIVE, insert_once
 from mfr.storage import ObjectRef
-
-ACTIVE = ("queued", "running")
 
 
 @dataclass(frozen=True)
@@ -249,7 +247,7 @@ class JobBook:
     # --- the queue's depth -------------------------------------------------------------
     def shards_waiting(self) -> dict[str, int]:
         """Shards of active jobs not done yet (waiting or running), per job."""
-        with self.pool.connection() as conn:
+        with self.pool.connection(timeout=2) as conn:
             return {r["job_id"]: r["n"] for r in conn.execute(
                 "SELECT s.job_id, count(*) AS n FROM embedding_shards s"
                 " JOIN embedding_jobs j ON j.id = s.job_id"

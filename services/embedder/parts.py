@@ -111,6 +111,10 @@ class ObjectParts:
     def put(self, index: int, features: np.ndarray) -> None:
         self.store.put_bytes(self.bucket, self.prefix + part_name(index), npy_bytes(features))
 
+    def put_file(self, index: int, path: Path):
+        """Upload a part written to disk (a .npy file); returns the stored object."""
+        return self.store.put_file(self.bucket, self.prefix + part_name(index), path)
+
     def get(self, index: int) -> np.ndarray:
         data = self.store.get_bytes(self.bucket, self.prefix + part_name(index))
         return np.load(io.BytesIO(data), allow_pickle=False)

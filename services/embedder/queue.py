@@ -18,12 +18,7 @@ its tasks appear in one transaction or not at all; the workers' side is
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import psycopg
-from prometheus_client import Gauge
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import REGISTRY
 
 from mfr.taskqueue import TaskDeferrer
 
@@ -51,43 +46,7 @@ class Deferrer(TaskDeferrer):
                                        priority=ASSEMBLE_PRIORITY).defer(job_id=job_id)
 
 
-#: The autoscaling signal (k8s/components/queue-autoscaling), read from PostgreSQL at
-#: every scrape by the embedder API and every embedder worker.
-QUEUE_SHARDS = Gauge("mfr_embedder_queue_shards",
-                     "Shards of active embedding jobs not done yet (waiting or being embedded)")
-PER_JOB = "mfr_embedder_queue_shards_per_job"
-
-
-class _PerJob:
-    """``mfr_embedder_queue_shards_per_job{job}``: the same count, per job."""
-
-    def __init__(self, read: Callable[[], dict[str, int]]) -> None:
-        self.read = read
-
-    def describe(self):
-        return [GaugeMetricFamily(PER_JOB, "Shards not done yet, per embedding job", labels=["job"])]
-
-    def collect(self):
-        family = GaugeMetricFamily(PER_JOB, "Shards not done yet, per embedding job",
-                                   labels=["job"])
-        try:
-            waiting = self.read()
-        except Exception:  # noqa: BLE001 - a scrape must not fail because PostgreSQL is down
-            waiting = {}
-        for job_id, count in sorted(waiting.items()):
-            family.add_metric([job_id], count)
-        yield family
-
-
-def export_queue_depth(read: Callable[[], dict[str, int]]) -> None:
-    """Report the queue's depth at every scrape, in total (NaN while the database does not
-    answer) and per job."""
-
-    def total() -> float:
-        try:
-            return float(sum(read().values()))
-        except Exception:  # noqa: BLE001 - a scrape must not fail because PostgreSQL is down
-            return float("nan")
-
-    QUEUE_SHARDS.set_function(total)
-    REGISTRY.register(_PerJob(read))
+#: The autoscaling signal (mfr.queue_depth), reported by the embedder API and every worker.
+QUEUE_SHARDS = ("mfr_embedder_queue_shards",
+                "Shards of active embedding jobs not done yet (waiting or being embedded)")
+PER_JOB = ("mfr_embedder_queue_shards_per_job", "Shards not done yet, per embedding job")

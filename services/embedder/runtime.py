@@ -102,10 +102,6 @@ class Runner:
             name, device_text = "onnxruntime-cpu", f"CPU, {self.threads} threads"
         self.info = RuntimeInfo(name, f"onnxruntime {ort.__version__}", device_text)
 
-    @property
-    def on_gpu(self) -> bool:
-        return self.binding is not None
-
     def run(self, batch: np.ndarray) -> np.ndarray:
         if self.binding is None:
             return self.session.run([self.output_name], {self.input_name: batch})[0]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from mfr.db.pool import open_pool, ping
 from mfr.embedder.v1 import embedder_pb2_grpc
+from mfr.queue_depth import export_queue_depth
 from mfr.rpc.process import Process, Warmup, serve
 from mfr.storage import ObjectStore
 from mfr.testset.format import TestSet
@@ -17,7 +18,7 @@ from mfr.testset.store import upload_testset
 from services.embedder.config import EmbedderSettings
 from services.embedder.control import Deadline, EmbedControl
 from services.embedder.jobs import JobBook
-from services.embedder.queue import Deferrer, export_queue_depth
+from services.embedder.queue import PER_JOB, QUEUE_SHARDS, Deferrer
 from services.embedder.servicer import EmbedderServicer
 
 SERVICE_NAME = "mfr.embedder.v1.EmbedderService"
@@ -38,7 +39,7 @@ def build(settings: EmbedderSettings) -> Process:
                            Deadline(settings.embedder_deadline_factor,
                                     settings.embedder_deadline_floor_s),
                            settings.embedder_watch_poll_s)
-    export_queue_depth(book.shards_waiting)
+    export_queue_depth(book.shards_waiting, QUEUE_SHARDS, PER_JOB)
     local = TestSet(settings.testset) if settings.testset else None
     publication = Warmup("testset-upload", lambda: publish(store, local))
     publication.ready()  # start uploading now

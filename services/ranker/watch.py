@@ -11,8 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 
-import psycopg
-
+from mfr.db.pool import listening
 from mfr.ranking.board import Board
 from mfr.records.boards import Leaderboards
 
@@ -25,16 +24,10 @@ class BoardWatcher:
         self.poll_s = poll_s
         self.tick_s = tick_s
 
-    def _listen(self) -> psycopg.Connection:
-        pool = self.boards.pool
-        conn = psycopg.connect(pool.conninfo, autocommit=True, **pool.kwargs)
-        conn.execute(f"LISTEN {CHANNEL}")
-        return conn
-
     def watch(self, track_id: str, active: Callable[[], bool]) -> Iterator[Board]:
         """Yield the board, then each changed board, while ``active()``."""
         key = f"{self.boards.challenge.id}/{track_id}"
-        with self._listen() as conn:
+        with listening(self.boards.pool, CHANNEL) as conn:
             last = None
             next_poll = 0.0
             changed = True

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from psycopg_pool import ConnectionPool
 
 from mfr.errors import InvalidInput
-from mfr.jobs import check_job_id, end_job, watch
+from mfr.jobs import ENDED, check_job_id, end_job, watch
 from mfr.logs import get_logger
 from services.scorer.inputs import job_challenge
-from services.scorer.jobs import TERMINAL, JobBook, JobRequest, JobView
+from services.scorer.jobs import JobBook, JobRequest, JobView
 from services.scorer.queue import Deferrer
 
 log = get_logger("services.scorer.control")
@@ -64,4 +64,4 @@ class JobControl:
         """The job now, then on every change (and every few seconds), until it ends."""
         return watch(lambda: self.book.view(job_id),
                      lambda v: (v.state, v.stage, v.tiles_done, v.tiles_total),
-                     lambda v: v.state in TERMINAL, still_wanted, self.watch_poll_s)
+                     lambda v: v.state in ENDED, still_wanted, self.watch_poll_s)

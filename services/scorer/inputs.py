@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mfr.challenge import Challenge, load_challenge, parse_challenge
+from mfr.challenge import Challenge, challenge_from_text
 from mfr.errors import InvalidInput, NotFound
 from mfr.storage import ObjectStore
 from mfr.testset.store import fetch_testset
@@ -47,15 +47,7 @@ def result_key(job_id: str) -> str:
 
 def job_challenge(job: dict) -> Challenge:
     """The job's challenge: its TOML, or the built-in one when empty."""
-    if not job["challenge_toml"].strip():
-        return load_challenge()
-    import tomllib
-
-    try:
-        data = tomllib.loads(job["challenge_toml"])
-    except tomllib.TOMLDecodeError as exc:
-        raise InvalidInput(f"challenge TOML: {exc}", code="challenge_invalid") from None
-    return parse_challenge(data, source=f"job {job['id']}")
+    return challenge_from_text(job["challenge_toml"], f"of job {job['id']}")
 
 
 class JobInputs:

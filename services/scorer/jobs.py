@@ -20,10 +20,7 @@ from psycopg_pool import ConnectionPool
 
 from mfr.db.pool import row_field
 from mfr.errors import NotFound
-from mfr.jobs import insert_once
-
-ACTIVE = ("queued", "running")
-TERMINAL = ("done", "failed", "cancelled")
+from mfr.jobs import ACTIVE, insert_once
 
 
 @dataclass(frozen=True)

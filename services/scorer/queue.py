@@ -13,11 +13,9 @@ side (tasks on threads, retries, stalled workers) is :mod:`mfr.taskqueue`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import psycopg
-from prometheus_client import Gauge
 
 from mfr.taskqueue import TaskDeferrer
 
@@ -28,22 +26,9 @@ MERGE = "scorer.merge"
 # Plan and merge first: a finished round should not wait behind another job's tiles.
 PRIORITY = {PLAN: 10, MERGE: 20, TILE: 0}
 
-#: The autoscaling signal (k8s/components/queue-autoscaling): every scorer process
-#: reports the same number, read from PostgreSQL when Prometheus scrapes.
-QUEUE_TILES = Gauge("mfr_scorer_queue_tiles",
-                    "Tiles of active scoring jobs not done yet (waiting or being scored)")
-
-
-def export_queue_depth(read: Callable[[], int]) -> None:
-    """Report ``read()`` at every scrape; NaN while the database does not answer."""
-
-    def depth() -> float:
-        try:
-            return float(read())
-        except Exception:  # noqa: BLE001 - a scrape must not fail because PostgreSQL is down
-            return float("nan")
-
-    QUEUE_TILES.set_function(depth)
+#: The autoscaling signal (mfr.queue_depth), reported by the scorer API and every worker.
+QUEUE_TILES = ("mfr_scorer_queue_tiles",
+               "Tiles of active scoring jobs not done yet (waiting or being scored)")
 
 
 def coordination_lock(job_id: str) -> str:

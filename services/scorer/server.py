@@ -7,13 +7,14 @@ scorer workers (services/scorer/worker/). docs/scoring-service.md has the design
 from __future__ import annotations
 
 from mfr.db.pool import open_pool, ping
+from mfr.queue_depth import export_queue_depth
 from mfr.rpc.process import Process, serve
 from mfr.scorer.v1 import scorer_pb2_grpc
 from mfr.storage import ObjectStore
 from services.scorer.config import ScorerSettings
 from services.scorer.control import JobControl
 from services.scorer.jobs import JobBook
-from services.scorer.queue import Deferrer, export_queue_depth
+from services.scorer.queue import QUEUE_TILES, Deferrer
 from services.scorer.servicer import ScorerServicer
 
 
@@ -23,7 +24,7 @@ def build(settings: ScorerSettings) -> Process:
     book = JobBook(pool)
     control = JobControl(pool, book, Deferrer(pool), store.buckets.features,
                          settings.scorer_watch_poll_s)
-    export_queue_depth(book.tiles_waiting)
+    export_queue_depth(book.tiles_waiting, QUEUE_TILES)
     return Process(
         servicers=[(scorer_pb2_grpc.add_ScorerServiceServicer_to_server, ScorerServicer(control),
                     "mfr.scorer.v1.ScorerService")],

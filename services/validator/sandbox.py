@@ -75,10 +75,6 @@ class ProbeResult:
     stage: str = "start"
 
 
-def _mp_context():
-    return forkserver("services.validator.probe")
-
-
 class Sandbox:
     """Runs probe jobs in confined child processes, one child per job."""
 
@@ -101,7 +97,7 @@ class Sandbox:
         )
 
     def run(self, job: ProbeJob) -> ProbeResult:
-        ctx = _mp_context()
+        ctx = forkserver("services.validator.probe")
         receiver, sender = ctx.Pipe(duplex=False)
         process = ctx.Process(target=child_main, args=(job, sender), daemon=True,
                               name="mfr-validator-probe")

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import tomllib
-
 import grpc
 
-from mfr.challenge import Challenge, parse_challenge
+from mfr.challenge import Challenge, challenge_from_text
 from mfr.common.v1 import types_pb2
-from mfr.errors import InvalidInput
 from mfr.modelcheck.report import Finding, ValidationReport
 from mfr.storage import ObjectRef, ObjectStore
 from mfr.validator.v1 import validator_pb2, validator_pb2_grpc
@@ -77,10 +74,4 @@ class ValidatorServicer(validator_pb2_grpc.ValidatorServiceServicer):
         return response
 
     def _challenge(self, toml_text: str) -> Challenge:
-        if not toml_text:
-            return self.default_challenge
-        try:
-            data = tomllib.loads(toml_text)
-        except tomllib.TOMLDecodeError as exc:
-            raise InvalidInput(f"challenge_toml: {exc}", code="challenge_invalid") from None
-        return parse_challenge(data, "request")
+        return challenge_from_text(toml_text, "challenge_toml", self.default_challenge)

@@ -70,12 +70,12 @@ class Validator:
 
     def validate(self, upload: Path, track: Track, *, model_out: Path | None = None,
                  batch_sizes: tuple[int, ...] = ()) -> ValidationReport:
-        """The report on ``upload`` for ``track``; ``batch_sizes`` are the embedder's
-        (the challenge's ``[embedding]``): the model must run at every one of them."""
         """Check ``upload`` (.zip or .onnx) against ``track``.
 
-        When the model is accepted and ``model_out`` is given, the model as it
-        will be evaluated (batch made dynamic where needed) is copied there.
+        ``batch_sizes`` are the embedder's (the challenge's ``[embedding]``): the model
+        must run at every one of them. When the model is accepted and ``model_out`` is
+        given, the model as it will be evaluated (batch made dynamic where needed) is
+        copied there.
         """
         scale = self.latency_scale()
         report = ValidationReport(

@@ -70,8 +70,7 @@ def journey(tmp_path_factory):
     build_baselines(root / "baselines")
     models = {name: zip_model(root / "baselines" / f"{name}.onnx", root / f"{name}.zip")
               for name in ("synth-lda-100", "synth-lda-400", "synth-random")}
-    from mfr.onnxzoo.corpus import fp16_weights
-    from mfr.onnxzoo.hostile import batch_trap
+    from mfr.onnxzoo.hostile import batch_trap, fp16_weights
 
     models["float16"] = zip_model(fp16_weights(), root / "float16.zip")
     models["batch-trap"] = zip_model(batch_trap(), root / "batch-trap.zip")

@@ -21,7 +21,7 @@ from mfr.onnxzoo import build_tiny_model
 from mfr.rpc.client import channel
 from mfr.testset.store import upload_testset
 from mfr.testset.synth import synth_testset
-from tests.rpc_support import serving
+from tests.rpc_support import FINISHED, serving
 from tests.worker_support import Workers
 
 # Fast failure detection: heartbeats every 0.5 s, a worker lost after 3 s.
@@ -30,8 +30,6 @@ WORKER_ENV = {"MFR_EMBEDDER_THREADS": "1", "MFR_EMBEDDER_RUNTIMES": "onnxruntime
               "MFR_EMBEDDER_REAP_EVERY_S": "0.5", "MFR_EMBEDDER_POLL_S": "0.5",
               "MFR_EMBEDDER_RETRY_WAIT_S": "0", "MFR_EMBEDDER_MEMORY_MB": "4096",
               "MFR_SHUTDOWN_GRACE_S": "5", "OMP_NUM_THREADS": "1"}
-FINISHED = (types_pb2.JOB_STATE_DONE, types_pb2.JOB_STATE_FAILED,
-            types_pb2.JOB_STATE_CANCELLED)
 SHARD_SIZE = 40  # 4 shards of the ~150-image synthetic test set, the last one short
 
 

@@ -25,7 +25,6 @@ from mfr.records.leases import Leases
 from mfr.records.results import Results
 from mfr.rpc.client import channel
 from mfr.rpc.peers import Peers
-from mfr.rpc.server import GrpcServer
 from mfr.scorer.v1 import scorer_pb2, scorer_pb2_grpc
 from mfr.validator.v1 import validator_pb2, validator_pb2_grpc
 from services.dispatcher.config import DispatchTuning
@@ -34,6 +33,7 @@ from services.dispatcher.stages import StageContext, Stages
 from services.ranker.servicer import RankerServicer
 from services.ranker.watch import BoardWatcher
 from tests.journey_support import add_participant, add_submission, built_in_scores
+from tests.rpc_support import serving
 from tests.worker_support import wait_for
 
 pytestmark = pytest.mark.integration
@@ -133,20 +133,23 @@ def rig(db_pool, object_store):
     challenge = load_challenge()
     boards = Leaderboards(db_pool, challenge)
     fakes = {"validator": FakeValidator(), "embedder": FakeEmbedder(), "scorer": FakeScorer()}
-    server = GrpcServer("peers-test", max_workers=16)
-    server.add(validator_pb2_grpc.add_ValidatorServiceServicer_to_server, fakes["validator"],
-               "mfr.validator.v1.ValidatorService")
-    server.add(embedder_pb2_grpc.add_EmbedderServiceServicer_to_server, fakes["embedder"],
-               "mfr.embedder.v1.EmbedderService")
-    server.add(scorer_pb2_grpc.add_ScorerServiceServicer_to_server, fakes["scorer"],
-               "mfr.scorer.v1.ScorerService")
     ranker = RankerServicer(db_pool, boards, Results(db_pool, challenge, boards),
                             BoardWatcher(boards), admin_token="dispatch-token")
-    server.add(ranker_pb2_grpc.add_RankerServiceServicer_to_server, ranker,
-               "mfr.ranker.v1.RankerService")
-    port = server.start()
-    server.set_serving()
-    ch = channel(f"127.0.0.1:{port}")
+    with serving((validator_pb2_grpc.add_ValidatorServiceServicer_to_server, fakes["validator"],
+                  "mfr.validator.v1.ValidatorService"),
+                 (embedder_pb2_grpc.add_EmbedderServiceServicer_to_server, fakes["embedder"],
+                  "mfr.embedder.v1.EmbedderService"),
+                 (scorer_pb2_grpc.add_ScorerServiceServicer_to_server, fakes["scorer"],
+                  "mfr.scorer.v1.ScorerService"),
+                 (ranker_pb2_grpc.add_RankerServiceServicer_to_server, ranker,
+                  "mfr.ranker.v1.RankerService"),
+                 name="peers-test", max_workers=16) as server:
+        ch = channel(f"127.0.0.1:{server.port}")
+        yield _dispatcher_factory(db_pool, object_store, ch), fakes, db_pool
+        ch.close()
+
+
+def _dispatcher_factory(db_pool, object_store, ch):
     peers = Peers.connect({name: ch for name in ("validator", "embedder", "scorer", "ranker")},
                           admin_token="dispatch-token")
 
@@ -158,9 +161,7 @@ def rig(db_pool, object_store):
         stage = StageContext(leases, object_store, peers, served_challenge()[1], "testset-123")
         return Dispatcher(leases, Stages(stage), settings)
 
-    yield make, fakes, db_pool
-    ch.close()
-    server.stop(0)
+    return make
 
 
 def _queued(pool, name="Ann"):
@@ -282,11 +283,14 @@ def test_another_dispatcher_resumes_a_crashed_ones_work(rig):
     assert fakes["embedder"].requests[0].model.key == "models/x/model.onnx"
 
 
-def test_cancel_stops_a_running_submission(rig):
+# A short lease: the heartbeat notices the cancel first; a long one (production's): a
+# progress note does. Either way the embedding job is withdrawn.
+@pytest.mark.parametrize("lease_s", [1.5, 60.0])
+def test_cancel_stops_a_running_submission(rig, lease_s):
     make, fakes, pool = rig
     fakes["embedder"].block.set()
     sid = _queued(pool)
-    dispatcher = make(lease_s=1.5)
+    dispatcher = make(lease_s=lease_s)
     dispatcher.start()
     try:
         deadline = time.monotonic() + 10

@@ -11,10 +11,6 @@ workers the HPAs scale) are started against the real PostgreSQL and S3 and scrap
 from __future__ import annotations
 
 import math
-import os
-import signal
-import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
@@ -23,28 +19,24 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from cli.stack.ports import free_port
-from mfr.rpc.client import wait_serving
 from tests.unit.k8s_support import (
     QUEUE_AUTOSCALING,
     _external_metrics,
     _rendered_text,
     requires_kubectl,
 )
+from tests.worker_support import Workers
 
 pytestmark = [pytest.mark.integration, requires_kubectl]
 
-# Process kind (the Deployment's name, `mfr serve KIND`) -> command and its own settings.
-PROCESSES: dict[str, tuple[list[str], dict[str, str]]] = {
-    "embedder": ([sys.executable, "-m", "services.embedder"], {}),
-    "scorer": ([sys.executable, "-m", "services.scorer"], {}),
-    "embedder-worker": ([sys.executable, "-m", "cli.main", "serve", "embedder-worker"],
-                        {"MFR_EMBEDDER_RUNTIMES": "onnxruntime-cpu",
-                         "MFR_EMBEDDER_THREADS": "1"}),
-    "scorer-worker": ([sys.executable, "-m", "cli.main", "serve", "scorer-worker"],
-                      {"MFR_SCORER_BACKEND": "cpu", "MFR_SCORER_THREADS": "1"}),
+# Process kind (the Deployment's name, `mfr serve KIND`) -> its own settings.
+PROCESSES: dict[str, dict[str, str]] = {
+    "embedder": {},
+    "scorer": {},
+    "embedder-worker": {"MFR_EMBEDDER_RUNTIMES": "onnxruntime-cpu", "MFR_EMBEDDER_THREADS": "1"},
+    "scorer-worker": {"MFR_SCORER_BACKEND": "cpu", "MFR_SCORER_THREADS": "1"},
 }
 START_TIMEOUT_S = 90
-STOP_TIMEOUT_S = 20
 
 
 def _hpa_metrics(scratch: Path) -> dict[str, set[str]]:
@@ -61,50 +53,24 @@ def _scrape(port: int) -> dict[str, float]:
             for family in text_string_to_metric_families(text) for sample in family.samples}
 
 
-def _stop(processes: dict[str, subprocess.Popen]) -> None:
-    for process in processes.values():
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-    for process in processes.values():
-        try:
-            process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=STOP_TIMEOUT_S)
-
-
-def _wait_all_serving(processes: dict[str, subprocess.Popen], grpc_ports: dict[str, int],
-                      logs: Path) -> None:
-    for kind, process in processes.items():
-        try:
-            wait_serving(f"127.0.0.1:{grpc_ports[kind]}", timeout=START_TIMEOUT_S)
-        except TimeoutError as exc:
-            log = (logs / f"{kind}.log").read_text(errors="replace")[-3000:]
-            raise AssertionError(f"{kind} (exit {process.poll()}): {exc}\n{log}") from None
-
-
 def test_every_metric_the_autoscalers_read_is_exported_by_the_processes_they_scale(
         service_env, tmp_path, tmp_path_factory) -> None:
     wanted = _hpa_metrics(tmp_path_factory.mktemp("kustomize"))
     assert wanted, "the queue-autoscaling rendering has no External metric"
     assert set(wanted) <= set(PROCESSES), f"start these processes too: {set(wanted) - set(PROCESSES)}"
-    processes: dict[str, subprocess.Popen] = {}
-    grpc_ports: dict[str, int] = {}
-    metrics_ports: dict[str, int] = {}
+    groups = {kind: Workers(service_env, tmp_path, kind, own_env)
+              for kind, own_env in PROCESSES.items()}
+    metrics_ports = {kind: free_port() for kind in PROCESSES}
     try:
-        for kind, (command, own_env) in PROCESSES.items():
-            grpc_ports[kind], metrics_ports[kind] = free_port(), free_port()
-            env = {**os.environ, **service_env, **own_env, "MFR_SHUTDOWN_GRACE_S": "2",
-                   "MFR_GRPC_PORT": str(grpc_ports[kind]),
-                   "MFR_METRICS_PORT": str(metrics_ports[kind]),
-                   "MFR_CACHE_DIR": str(tmp_path / "cache" / kind)}
-            with open(tmp_path / f"{kind}.log", "wb") as log:
-                processes[kind] = subprocess.Popen(command, env=env, stdout=log,
-                                                   stderr=subprocess.STDOUT)
-        _wait_all_serving(processes, grpc_ports, tmp_path)
+        for kind, processes in groups.items():
+            processes.start(kind, wait=False, MFR_METRICS_PORT=str(metrics_ports[kind]),
+                            MFR_SHUTDOWN_GRACE_S="2")
+        for kind, processes in groups.items():
+            processes.wait_serving(kind, timeout=START_TIMEOUT_S)
         exported = {kind: _scrape(port) for kind, port in metrics_ports.items()}
     finally:
-        _stop(processes)
+        for processes in groups.values():
+            processes.stop_all()
 
     everywhere = set().union(*exported.values())
     for target, names in wanted.items():

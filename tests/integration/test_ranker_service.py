@@ -16,10 +16,10 @@ from mfr.records.boards import Leaderboards
 from mfr.records.results import Results
 from mfr.rpc.client import channel
 from mfr.rpc.interceptors import error_code_of
-from mfr.rpc.server import GrpcServer
 from services.ranker.servicer import RankerServicer
 from services.ranker.watch import BoardWatcher
 from tests.journey_support import T0, FakeClock, add_participant, add_submission, built_in_scores
+from tests.rpc_support import serving
 
 pytestmark = pytest.mark.integration
 ADMIN = "organiser-secret"
@@ -32,15 +32,11 @@ def ranker(db_pool):
     boards = Leaderboards(db_pool, challenge, clock)
     servicer = RankerServicer(db_pool, boards, Results(db_pool, challenge, boards),
                               BoardWatcher(boards, poll_s=30, tick_s=0.1), admin_token=ADMIN)
-    server = GrpcServer("ranker-test")
-    server.add(ranker_pb2_grpc.add_RankerServiceServicer_to_server, servicer,
-               "mfr.ranker.v1.RankerService")
-    port = server.start()
-    server.set_serving()
-    ch = channel(f"127.0.0.1:{port}")
-    yield ranker_pb2_grpc.RankerServiceStub(ch), clock, boards
-    ch.close()
-    server.stop(0)
+    with serving((ranker_pb2_grpc.add_RankerServiceServicer_to_server, servicer,
+                  "mfr.ranker.v1.RankerService"), name="ranker-test") as server:
+        ch = channel(f"127.0.0.1:{server.port}")
+        yield ranker_pb2_grpc.RankerServiceStub(ch), clock, boards
+        ch.close()
 
 
 def _record(stub, sid, mask, mr_all, token=ADMIN):

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,9 +28,9 @@ from cli.stack.ports import free_port
 from mfr.common.v1 import types_pb2
 from mfr.manifest import Manifest
 from mfr.rpc.client import channel, health_status
-from mfr.rpc.server import GrpcServer
 from mfr.scorer.v1 import scorer_pb2, scorer_pb2_grpc
 from mfr.testset.format import INFO_NAME, MANIFEST_NAME, TestSetWriter
+from tests.rpc_support import FINISHED, serving
 from tests.worker_support import Workers
 
 TILE_SIZE = 96
@@ -50,8 +51,6 @@ kind = "all"
 tag = "{tag}"
 far = {far}
 """ for pid, tag, far in (("mr-all", "mr", "1e-4"), ("r0", "r0", "1e-3"), ("r1", "r1", "1e-3")))
-FINISHED = (types_pb2.JOB_STATE_DONE, types_pb2.JOB_STATE_FAILED,
-            types_pb2.JOB_STATE_CANCELLED)
 
 
 @dataclass
@@ -172,13 +171,12 @@ def start_api(db_pool, object_store, watch_poll_s: float = 0.2) -> ScorerApi:
 
     service = JobControl(db_pool, JobBook(db_pool), Deferrer(db_pool),
                              object_store.buckets.features, watch_poll_s)
-    server = GrpcServer("scorer-test", port=0)
-    server.add(scorer_pb2_grpc.add_ScorerServiceServicer_to_server, ScorerServicer(service),
-               "mfr.scorer.v1.ScorerService")
-    port = server.start()
-    server.set_serving()
-    stub = scorer_pb2_grpc.ScorerServiceStub(channel(f"127.0.0.1:{port}"))
-    return ScorerApi(stub, object_store, lambda: server.stop(0))
+    stack = ExitStack()
+    server = stack.enter_context(serving(
+        (scorer_pb2_grpc.add_ScorerServiceServicer_to_server, ScorerServicer(service),
+         "mfr.scorer.v1.ScorerService"), name="scorer-test"))
+    ch = stack.enter_context(channel(f"127.0.0.1:{server.port}"))
+    return ScorerApi(scorer_pb2_grpc.ScorerServiceStub(ch), object_store, stack.close)
 
 
 def start_api_process(service_env: dict, object_store, log: Path) -> ScorerApi:

@@ -11,12 +11,12 @@ import yaml
 from tests.unit.k8s_support import RENDERINGS, _rendered_text
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("kustomize")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def render(scratch: Path):
     def render(name: str) -> list[dict]:
         return [doc for doc in yaml.safe_load_all(_rendered_text(name, scratch)) if doc]

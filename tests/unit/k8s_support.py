@@ -2,7 +2,7 @@
 
 Every overlay, and each combination of overlay and components that
 docs/operations.md tells organisers to use, is rendered with ``kubectl
-kustomize`` (once per test module).
+kustomize`` (once per test session).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The torch runtime against onnxruntime, the reference: the same features to 1e-4, the same
 TARs, and onnxruntime when the converter lacks an operator. Needs torch (not a CPU
-dependency of the project): skipped without it; the GPU run is bench/embed_gpu.py."""
+dependency of the project): skipped without it; the GPU run is `bench/embed.py --runtime torch-cuda`
+(docs/benchmarks.md)."""
 
 from __future__ import annotations
 

@@ -44,16 +44,12 @@ class Stopped(MfrError):
     code = "stopped"
 
 
-def _mp_context():
-    return forkserver("services.embedder.worker.child")
-
-
 class ModelProcess:
     """One loaded model in its confined child; ``embed`` one shard at a time."""
 
     def __init__(self, spec: ChildSpec) -> None:
         self.spec = spec
-        ctx = _mp_context()
+        ctx = forkserver("services.embedder.worker.child")
         self.receiver, sender = ctx.Pipe(duplex=True)
         self.process = ctx.Process(target=child_main, args=(spec, sender), daemon=True,
                                    name="mfr-embedder-model")
@@ -69,9 +65,15 @@ class ModelProcess:
 
     def embed(self, request: dict, deadline_s: float, should_stop: Callable[[], bool]) -> dict:
         """The child's summary of one shard (its features are in ``request["out"]``)."""
-        self.receiver.send(request)
-        answer = self._next(time.monotonic() + deadline_s, should_stop,
-                            f"embedding shard {request['shard']}", deadline_s)
+        try:
+            self.receiver.send(request)
+            answer = self._next(time.monotonic() + deadline_s, should_stop,
+                                f"embedding shard {request['shard']}", deadline_s)
+        except BaseException:
+            # Whatever stopped the wait (a database error in should_stop included), the child
+            # may still be at work on this shard: its late answer must never reach the next call.
+            self.close()
+            raise
         if answer["kind"] == "done":
             return answer
         code, message = answer.get("code", "run_failed"), answer.get("message", "")

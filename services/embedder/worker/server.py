@@ -17,19 +17,13 @@ from __future__ import annotations
 
 from mfr.db.pool import open_pool, ping
 from mfr.logs import get_logger
+from mfr.queue_depth import export_queue_depth
 from mfr.rpc.process import Process, serve
 from mfr.storage import ObjectStore
 from mfr.taskqueue import QueueSpec, QueueWorker, WorkerTiming, worker_app
 from services.embedder.config import MIB, EmbedderWorkerSettings
 from services.embedder.jobs import JobBook
-from services.embedder.queue import (
-    ASSEMBLE,
-    ASSEMBLE_PRIORITY,
-    SHARD,
-    Deferrer,
-    export_queue_depth,
-    queue_name,
-)
+from services.embedder.queue import ASSEMBLE, PER_JOB, QUEUE_SHARDS, SHARD, Deferrer, queue_name
 from services.embedder.runtime import runtimes_here
 from services.embedder.worker.models import ModelCache
 from services.embedder.worker.steps import StepContext, Steps
@@ -67,13 +61,12 @@ def build(settings: EmbedderWorkerSettings) -> Process:
         return book.job(kwargs["job_id"])["shard_deadline_s"] + STEP_MARGIN_S
 
     spec = QueueSpec(tuple(queue_name(r) for r in runtimes),
-                     {SHARD: 0, ASSEMBLE: ASSEMBLE_PRIORITY},
                      {SHARD: steps.shard, ASSEMBLE: steps.assemble}, steps.on_failure, deadline)
     timing = WorkerTiming(settings.embedder_heartbeat_s, settings.embedder_stalled_s,
                           settings.embedder_reap_every_s, settings.embedder_poll_s)
     worker = QueueWorker(worker_app(url, spec, settings.embedder_retry_wait_s), spec, name,
                          timing, settings.shutdown_grace_s)
-    export_queue_depth(book.shards_waiting)
+    export_queue_depth(book.shards_waiting, QUEUE_SHARDS, PER_JOB)
     log.info("worker configured", worker=name, runtimes=list(runtimes),
              threads=settings.threads())
 

@@ -28,15 +28,15 @@ from threading import Event
 import numpy as np
 from psycopg_pool import ConnectionPool
 
-from mfr.jobs import end_job
+from mfr.jobs import ACTIVE, InjectedFault, end_job
 from mfr.logs import get_logger
 from mfr.storage import ObjectStore
 from mfr.taskqueue import GiveUp
 from mfr.testset.format import TestSetCorrupt
 from mfr.testset.store import fetch_testset, stored_testset
 from services.embedder.embedding import assemble
-from services.embedder.jobs import ACTIVE, JobBook
-from services.embedder.parts import ObjectParts, part_name
+from services.embedder.jobs import JobBook
+from services.embedder.parts import ObjectParts
 from services.embedder.queue import ASSEMBLE, SHARD, Deferrer
 from services.embedder.worker.models import ModelCache
 from services.embedder.worker.sandbox import ModelFault, OutOfMemory, Stopped
@@ -57,10 +57,6 @@ class StepContext:
     attempts: int
     fault_delay_s: float = 0.0  # tests: a shard held this long before it is embedded,
     fault_fail_shard: str = ""  # and a shard ("*": all) whose step raises
-
-
-class InjectedFault(RuntimeError):
-    """A failure asked for by MFR_EMBEDDER_FAULT_FAIL_SHARD (tests only)."""
 
 
 class Steps:
@@ -93,16 +89,15 @@ class Steps:
         finally:
             if testset is not None:  # one shard on disk at a time: a worker's disk stays small
                 testset.shard_path(shard).unlink(missing_ok=True)
-        try:
-            features = np.load(out, allow_pickle=False)
-            parts = ObjectParts(ctx.store, job_id, job["testset_id"])
-            stored = ctx.store.put_file(parts.bucket, parts.prefix + part_name(shard), out)
+        try:  # checked before it is uploaded: a misshapen part never reaches the bucket
+            shape = np.load(out, mmap_mode="r", allow_pickle=False).shape
+            if shape != (row.images, summary["feature_dim"]):
+                self.fail(job_id, "feature_shape", f"shard {shard}: features of shape "
+                          f"{shape}, expected ({row.images}, D)")
+                raise GiveUp("misshapen features")
+            stored = ObjectParts(ctx.store, job_id, job["testset_id"]).put_file(shard, out)
         finally:
             out.unlink(missing_ok=True)
-        if features.shape != (row.images, summary["feature_dim"]):
-            self.fail(job_id, "feature_shape", f"shard {shard}: features of shape "
-                      f"{features.shape}, expected ({row.images}, D)")
-            raise GiveUp("misshapen features")
         part = {"sha256": stored.sha256, **{k: summary[k] for k in
                                             ("non_finite_rows", "feature_dim", "seconds")}}
         with ctx.pool.connection() as conn, conn.transaction():

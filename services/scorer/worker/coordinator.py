@@ -21,7 +21,7 @@ from fractions import Fraction
 from threading import Event
 
 from mfr.errors import InvalidInput, NotFound
-from mfr.jobs import end_job
+from mfr.jobs import ACTIVE, end_job
 from mfr.logs import get_logger
 from mfr.taskqueue import GiveUp
 from services.scorer.engine import (
@@ -34,7 +34,6 @@ from services.scorer.engine import (
     roc_json,
 )
 from services.scorer.inputs import job_challenge, partial_key, result_key
-from services.scorer.jobs import ACTIVE
 from services.scorer.queue import MERGE, PLAN, TILE
 from services.scorer.worker.context import WorkerContext
 

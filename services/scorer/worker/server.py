@@ -20,6 +20,7 @@ from threadpoolctl import threadpool_limits
 
 from mfr.db.pool import open_pool, ping
 from mfr.logs import get_logger
+from mfr.queue_depth import export_queue_depth
 from mfr.rpc.process import Process, serve
 from mfr.storage import ObjectStore
 from mfr.taskqueue import QueueSpec, QueueWorker, WorkerTiming, worker_app
@@ -27,7 +28,7 @@ from services.scorer.config import ScorerWorkerSettings
 from services.scorer.engine.backends import select_backend
 from services.scorer.inputs import JobInputs
 from services.scorer.jobs import JobBook
-from services.scorer.queue import MERGE, PLAN, PRIORITY, QUEUE, TILE, Deferrer, export_queue_depth
+from services.scorer.queue import MERGE, PLAN, QUEUE, QUEUE_TILES, TILE, Deferrer
 from services.scorer.worker.context import WorkerContext
 from services.scorer.worker.coordinator import Coordinator
 from services.scorer.worker.tilework import TileWork
@@ -50,14 +51,14 @@ def build(settings: ScorerWorkerSettings) -> Process:
     context = WorkerContext(pool, book, deferrer, store, inputs, backend, settings)
     coordinator = Coordinator(context)
     tiles = TileWork(context, name)
-    spec = QueueSpec((QUEUE,), PRIORITY, {PLAN: coordinator.plan_job, TILE: tiles.score,
-                                          MERGE: coordinator.merge_round},
+    spec = QueueSpec((QUEUE,), {PLAN: coordinator.plan_job, TILE: tiles.score,
+                                MERGE: coordinator.merge_round},
                      coordinator.on_failure, lambda _task, _kwargs: settings.scorer_task_deadline_s)
     timing = WorkerTiming(settings.scorer_heartbeat_s, settings.scorer_stalled_s,
                           settings.scorer_reap_every_s, settings.scorer_poll_s)
     worker = QueueWorker(worker_app(url, spec, settings.scorer_retry_wait_s), spec, name, timing,
                          settings.shutdown_grace_s)
-    export_queue_depth(book.tiles_waiting)
+    export_queue_depth(book.tiles_waiting, QUEUE_TILES)
     log.info("worker configured", worker=name, blas_threads=threads, backend=backend.name,
              tile_size=settings.scorer_tile_size)
     return Process(ready=lambda: ping(pool) and store.ready(), background=[worker],

@@ -14,16 +14,12 @@ from __future__ import annotations
 import time
 from threading import Event
 
+from mfr.jobs import ACTIVE, InjectedFault
 from mfr.logs import get_logger
 from services.scorer.engine import score_tile
-from services.scorer.jobs import ACTIVE
 from services.scorer.worker.context import WorkerContext
 
 log = get_logger("services.scorer.worker.tilework")
-
-
-class InjectedFault(RuntimeError):
-    """A failure asked for by MFR_SCORER_FAULT_FAIL_TILE (tests only)."""
 
 
 class TileWork:
