@@ -63,7 +63,8 @@ def start_queue_workers(platform_: Platform, kind: str, count: int,
         port = free_port()
         child_env = {**os.environ, **platform_.env, **env, "MFR_GRPC_PORT": str(port),
                      "MFR_METRICS_PORT": "0", "MFR_WORKER_NAME": f"bench-{index}",
-                     "MFR_ADMIN_TOKEN": "bench-admin-token-0123456789"}
+                     "MFR_ADMIN_TOKEN": "bench-admin-token-0123456789",
+                     "MFR_SERVICE_TOKEN": "bench-service-token-0123456789"}
         log = open(platform_.root / f"{kind}-{index}.log", "ab")  # noqa: SIM115 - lives with it
         workers.append(subprocess.Popen([sys.executable, "-m", "cli.main", "serve", kind],
                                         env=child_env, stdout=log, stderr=subprocess.STDOUT,

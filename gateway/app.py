@@ -15,19 +15,22 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg_pool import ConnectionPool
 
-from gateway import errors
+from gateway import errors, health
 from gateway.api import admin, participants, public, submissions
+from gateway.characters import RefuseControlCharacters
 from gateway.context import Context
 from mfr.challenge import Challenge, load_challenge
 from mfr.clock import Clock, system_clock
-from mfr.db.pool import ping
 from mfr.storage import ObjectStore
 
 DESCRIPTION = """Participants' API of the MFR platform.
 
 Authenticate with `Authorization: Bearer TOKEN`, the token `POST /v1/participants`
-returned once. Errors are `{"error": {"code", "message", ...}}`; rates are
-fractions in [0, 1] (percentages are for display only).
+returned once. Errors are `{"error": {"code", "message", ...}}` with a stable
+`code`; every status an operation can answer is listed with it. A control
+character (NUL, escape, newline...) in the path, a query parameter, a field or
+a file name is refused with 422 `invalid_characters`. Rates are fractions in
+[0, 1] (percentages are for display only).
 """
 
 
@@ -38,11 +41,15 @@ def web_dir() -> str:
 def create_app(pool: ConnectionPool, store: ObjectStore | None = None,
                challenge: Challenge | None = None, clock: Clock | None = None,
                admin_token: str = "") -> FastAPI:
-    app = FastAPI(title="MFR gateway", version="1", description=DESCRIPTION)
+    # 422 and 503 on every route: any path or query may carry a control character, and any
+    # route that reads the database answers 503 while it is unreachable.
+    app = FastAPI(title="MFR gateway", version="1", description=DESCRIPTION,
+                  responses=errors.documented(422, 503))
     challenge = challenge or load_challenge()
     app.state.context = Context.build(pool, store, challenge, clock or system_clock,
                                       admin_token)
     errors.install(app)
+    app.add_middleware(RefuseControlCharacters)
     for module in (participants, submissions, public, admin):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=web_dir()), name="static")
@@ -51,10 +58,7 @@ def create_app(pool: ConnectionPool, store: ObjectStore | None = None,
     def index() -> FileResponse:
         return FileResponse(f"{web_dir()}/index.html", media_type="text/html")
 
-    @app.get("/healthz", include_in_schema=False)
-    def healthz() -> dict:
-        ping(pool)
-        return {"status": "SERVING"}
+    health.install(app, health.gateway_readiness(pool, store))
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> PlainTextResponse:

@@ -2,9 +2,12 @@
 
 A day is a calendar day of the challenge's time zone (``timezone`` in its
 TOML, UTC unless set). Every submission of the day counts against the limit
-except those the validator rejected (a broken zip should not cost a slot), so
-a submission that later fails or is cancelled still counts. Baselines, which
-organisers publish, are exempt from both the limit and the window.
+except those the validator rejected (a broken zip should not cost a slot) and
+those that failed for a platform reason (:mod:`mfr.faults`); one the model made
+fail, or an organiser cancelled, still counts. Rejected uploads are free but
+limited on their own (``daily_rejected_limit``, 429 ``rejected_limit``), so a
+participant cannot keep the validator busy with models that never pass.
+Baselines, which organisers publish, are exempt from the limits and the window.
 
 Race-free: :func:`reserve` runs inside the transaction that inserts the
 submission and first locks the participant's row, so concurrent uploads of one
@@ -27,6 +30,8 @@ class Quota:
     used: int
     day: date
     resets_at: datetime
+    rejected: int = 0
+    rejected_limit: int = 0
 
     @property
     def remaining(self) -> int:
@@ -34,7 +39,8 @@ class Quota:
 
     def to_json(self) -> dict:
         return {"limit": self.limit, "used": self.used, "remaining": self.remaining,
-                "resets_at": self.resets_at.isoformat(), "day": self.day.isoformat()}
+                "resets_at": self.resets_at.isoformat(), "day": self.day.isoformat(),
+                "rejected": self.rejected, "rejected_limit": self.rejected_limit}
 
 
 def quota_day(challenge: Challenge, now: datetime) -> date:
@@ -49,8 +55,9 @@ def resets_at(challenge: Challenge, now: datetime) -> datetime:
 
 def quota(conn, challenge: Challenge, participant_id: str, now: datetime) -> Quota:
     day = quota_day(challenge, now)
-    used = submissions.count_for_day(conn, challenge.id, participant_id, day)
-    return Quota(challenge.daily_submission_limit, used, day, resets_at(challenge, now))
+    counts = submissions.count_for_day(conn, challenge.id, participant_id, day)
+    return Quota(challenge.daily_submission_limit, counts["counted"], day,
+                 resets_at(challenge, now), counts["rejected"], challenge.daily_rejected_limit)
 
 
 def exceeded(q: Quota, now: datetime) -> HttpError:
@@ -63,11 +70,24 @@ def exceeded(q: Quota, now: datetime) -> HttpError:
                      headers={"Retry-After": str(retry)})
 
 
+def rejected_exceeded(q: Quota, now: datetime) -> HttpError:
+    retry = max(1, int((q.resets_at - now).total_seconds()))
+    return HttpError(429, "rejected_limit",
+                     f"{q.rejected} uploads were rejected by validation today ({q.day}), the "
+                     f"most a day allows; check models with `mfr validate` first. The limit "
+                     f"resets at {q.resets_at.isoformat()}",
+                     extra={"resets_at": q.resets_at.isoformat(), "rejected": q.rejected,
+                            "rejected_limit": q.rejected_limit},
+                     headers={"Retry-After": str(retry)})
+
+
 def check(conn, challenge: Challenge, participant_id: str, now: datetime) -> Quota:
-    """The quota now; raises 429 when nothing is left."""
+    """The quota now; raises 429 when nothing is left (or too many uploads were rejected)."""
     q = quota(conn, challenge, participant_id, now)
     if q.remaining <= 0:
         raise exceeded(q, now)
+    if q.rejected >= q.rejected_limit:
+        raise rejected_exceeded(q, now)
     return q
 
 

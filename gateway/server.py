@@ -2,7 +2,8 @@
 
 The same start-up shape as every process (``mfr.rpc.process``): uvicorn runs as
 the process's background part, without a gRPC port; health is HTTP
-(``/healthz``), and SIGTERM lets requests in flight finish within the grace.
+(``/healthz`` readiness, ``/livez`` liveness: gateway/health.py), and SIGTERM
+lets requests in flight finish within the grace.
 """
 
 from __future__ import annotations
@@ -44,7 +45,10 @@ def build(settings: GatewaySettings) -> Process:
     pool = open_pool(settings, "gateway")
     app = create_app(pool, ObjectStore.from_settings(settings), load_challenge(settings.challenge),
                      clock=settings.clock(), admin_token=settings.admin_token.get_secret_value())
-    return Process(background=[HttpServer(app, settings)], on_stop=pool.close, grpc=False)
+    # The same checks /healthz answers with: the runner re-runs them every second and logs
+    # each change; uvicorn starts at once (grpc=False), so /healthz answers 503 meanwhile.
+    return Process(ready=app.state.readiness, background=[HttpServer(app, settings)],
+                   on_stop=pool.close, grpc=False)
 
 
 def main() -> None:

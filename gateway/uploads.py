@@ -8,7 +8,9 @@ running count), and the zip is checked at once from what a zip keeps at its
 end: the central directory (names, sizes, types of every entry), which the
 last :data:`TAIL_BYTES` of the stream hold. Those entries go through the
 validator's own zip rules (``mfr.modelcheck.archive``), so the gateway and
-the validator can never disagree about what a safe archive is.
+the validator can never disagree about what a safe archive is. Form fields and
+the file name are refused with ``invalid_characters`` when they hold a control
+character, and a body without its closing boundary (cut short) is ``form_invalid``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from gateway.characters import refuse_control_characters
 from gateway.errors import HttpError, TooLarge
 from mfr.errors import InvalidInput
 from mfr.storage import ObjectStore, StoredObject
@@ -140,6 +143,7 @@ class ReceivedForm:
     head: bytes = b""
     tail: bytearray = field(default_factory=bytearray)
     stored: StoredObject | None = None
+    complete: bool = False  # the closing boundary arrived: the body is not cut short
 
 
 class _FormReader:
@@ -161,7 +165,8 @@ class _FormReader:
         return {"on_header_field": self.on_header_field, "on_header_value": self.on_header_value,
                 "on_header_end": self.on_header_end,
                 "on_headers_finished": self.on_headers_finished,
-                "on_part_data": self.on_part_data, "on_part_end": self.on_part_end}
+                "on_part_data": self.on_part_data, "on_part_end": self.on_part_end,
+                "on_end": self.on_end}
 
     def count_form_bytes(self, n: int) -> None:
         # Everything but the file's bytes (part headers, small fields), over all parts: without
@@ -192,7 +197,8 @@ class _FormReader:
             if self.form.filename is not None:
                 raise InvalidInput("the form has more than one part named 'file'",
                                    code="form_invalid")
-            self.form.filename = disposition.get(b"filename", b"").decode("utf-8", "replace")
+            filename = disposition.get(b"filename", b"").decode("utf-8", "replace")
+            self.form.filename = refuse_control_characters(filename, "the file name")
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         piece = data[start:end]
@@ -213,8 +219,13 @@ class _FormReader:
 
     def on_part_end(self) -> None:
         if not self.is_file and self.name:
-            self.form.fields[self.name] = bytes(self.buffer).decode("utf-8", "replace").strip()
+            name = refuse_control_characters(self.name, "a form field's name")
+            value = bytes(self.buffer).decode("utf-8", "replace").strip()
+            self.form.fields[name] = refuse_control_characters(value, f"form field {name!r}")
         self.name, self.is_file, self.buffer, self.headers = None, False, bytearray(), {}
+
+    def on_end(self) -> None:
+        self.form.complete = True
 
 
 async def receive_upload(body: AsyncIterator[bytes], content_type: str, sink_for,
@@ -246,6 +257,11 @@ async def receive_upload(body: AsyncIterator[bytes], content_type: str, sink_for
                 await sink.put(bytes(outgoing))
                 outgoing.clear()
         _parse(parser.finalize)
+        if not form.complete:
+            # python-multipart's finalize() does not check this: a cut-off body would be
+            # stored as if whole (the file's last bytes silently missing).
+            raise InvalidInput("the multipart body ends before its closing boundary "
+                               "(was the upload cut short?)", code="form_invalid")
         if form.filename is None:
             raise InvalidInput("the form has no part named 'file'", code="form_invalid")
         sink = sink or sink_for()

@@ -16,6 +16,9 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mfr.errors import InvalidInput
+from mfr.protocols import Protocol, exact, parse_protocol
+
+__all__ = ["Challenge", "Embedding", "Protocol", "Track", "load_challenge", "parse_challenge"]
 
 BUILTIN_CHALLENGE = "iccv21-mfr.toml"
 
@@ -32,28 +35,6 @@ class Track:
     def max_model_bytes(self) -> int:
         # The reference checker compares megabytes of 1024*1024 bytes.
         return int(self.max_model_mb * 1024 * 1024)
-
-
-@dataclass(frozen=True)
-class Protocol:
-    """One verification protocol.
-
-    ``kind == "all"``: unordered pairs i < j among images carrying ``tag``.
-    ``kind == "cross"``: every (probe, gallery) pair, probe images carry
-    ``probe``, gallery images carry ``gallery``.
-    """
-
-    id: str
-    kind: str
-    far: Fraction
-    tag: str | None = None
-    probe: str | None = None
-    gallery: str | None = None
-    title: str = ""
-
-    @property
-    def far_text(self) -> str:
-        return _fraction_text(self.far)
 
 
 RUNTIMES = ("onnxruntime-cpu", "onnxruntime-cuda", "torch-cuda", "torch-cpu")
@@ -89,6 +70,8 @@ class Challenge:
     protocols: tuple[Protocol, ...]
     weights: dict[str, Fraction] = field(default_factory=dict)
     daily_submission_limit: int = 3
+    #: Uploads validation may reject per participant and day (they cost no slot).
+    daily_rejected_limit: int = 10
     opens: datetime | None = None
     closes: datetime | None = None
     timezone: str = "UTC"
@@ -117,18 +100,6 @@ class Challenge:
         if not self.weights or any(pid not in tars for pid in self.weights):
             return None
         return sum((w * Fraction(tars[pid]) for pid, w in self.weights.items()), Fraction(0))
-
-
-def _fraction_text(value: Fraction) -> str:
-    return repr(float(value)) if value.denominator != 1 else str(value.numerator)
-
-
-def _exact(value: object, what: str) -> Fraction:
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise InvalidInput(f"{what}: expected a number, got {value!r}", code="challenge_invalid")
-    # repr() of a TOML float is the shortest decimal that reads back the same,
-    # i.e. what the organiser wrote: 1e-06 -> Fraction(1, 1000000).
-    return Fraction(repr(value) if isinstance(value, float) else value)
 
 
 def _utc(value: object, what: str) -> datetime | None:
@@ -165,40 +136,9 @@ def parse_challenge(data: dict, source: str = "") -> Challenge:
             )
             for t in data.get("tracks", [])
         )
-        protocols = []
-        for p in data.get("protocols", []):
-            kind = p["kind"]
-            if kind not in ("all", "cross"):
-                raise InvalidInput(
-                    f"protocol {p['id']!r}: kind must be 'all' or 'cross', got {kind!r}",
-                    code="challenge_invalid",
-                )
-            far = _exact(p["far"], f"protocol {p['id']!r} far")
-            if not 0 < far < 1:
-                raise InvalidInput(
-                    f"protocol {p['id']!r}: far must be in (0, 1), got {p['far']!r}",
-                    code="challenge_invalid",
-                )
-            if kind == "all" and not p.get("tag"):
-                raise InvalidInput(f"protocol {p['id']!r}: 'all' needs a tag", code="challenge_invalid")
-            if kind == "cross" and not (p.get("probe") and p.get("gallery")):
-                raise InvalidInput(
-                    f"protocol {p['id']!r}: 'cross' needs probe and gallery tags",
-                    code="challenge_invalid",
-                )
-            protocols.append(
-                Protocol(
-                    id=str(p["id"]),
-                    kind=kind,
-                    far=far,
-                    tag=p.get("tag"),
-                    probe=p.get("probe"),
-                    gallery=p.get("gallery"),
-                    title=str(p.get("title", p["id"])),
-                )
-            )
+        protocols = [parse_protocol(p) for p in data.get("protocols", [])]
         weights = {
-            str(k): _exact(v, f"ranking weight {k!r}")
+            str(k): exact(v, f"ranking weight {k!r}")
             for k, v in data.get("ranking", {}).get("weights", {}).items()
         }
         challenge = Challenge(
@@ -208,6 +148,7 @@ def parse_challenge(data: dict, source: str = "") -> Challenge:
             protocols=tuple(protocols),
             weights=weights,
             daily_submission_limit=int(data.get("daily_submission_limit", 3)),
+            daily_rejected_limit=int(data.get("daily_rejected_limit", 10)),
             opens=_utc(data.get("opens"), "opens"),
             closes=_utc(data.get("closes"), "closes"),
             timezone=str(data.get("timezone", "UTC")),
@@ -216,6 +157,9 @@ def parse_challenge(data: dict, source: str = "") -> Challenge:
         )
     except KeyError as exc:
         raise InvalidInput(f"challenge {source}: missing key {exc}", code="challenge_invalid") from None
+    if challenge.daily_rejected_limit < 1:
+        raise InvalidInput("challenge: daily_rejected_limit must be at least 1",
+                           code="challenge_invalid")
     ids = [p.id for p in challenge.protocols]
     if len(set(ids)) != len(ids):
         raise InvalidInput("challenge: protocol ids must be unique", code="challenge_invalid")

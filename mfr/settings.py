@@ -4,8 +4,8 @@ Each process composes the pieces it needs into one class (``RankerSettings``
 in ``services/ranker/config.py`` is ``ServiceSettings + DatabaseSettings +
 ChallengeSettings + AdminSettings``), builds it once in ``main()`` and passes
 it, or parts of it, down; nothing below ``main()`` reads the environment.
-Secrets (database URL, S3 keys, the organisers' token) have no defaults: a
-process that needs one and does not get it stops at start-up with
+Secrets (database URL, S3 keys, the organisers' token, the service token) have no
+defaults: a process that needs one and does not get it stops at start-up with
 ``error[config_invalid]: MFR_X is not set``.
 """
 
@@ -62,6 +62,8 @@ class DatabaseSettings(Env):
     database_url: SecretStr
     db_pool_min: int = 1
     db_pool_max: int = 8
+    #: Longest wait for a pooled connection (a request's wait while PostgreSQL is away).
+    db_pool_timeout_s: float = Field(30.0, gt=0)
 
 
 class PeerSettings(Env):
@@ -120,6 +122,14 @@ class AdminSettings(Env):
     start without it (else every organiser call, and every recorded result, would fail)."""
 
     admin_token: SecretStr = Field(min_length=16)
+
+
+class ServiceTokenSettings(Env):
+    """The platform's service token: every process that opens a gRPC port refuses calls
+    without it (health and reflection aside), and every caller of another service sends
+    it. No default, and not short: without it no internal call could succeed."""
+
+    service_token: SecretStr = Field(min_length=16)
 
 
 def config_problem(exc: Exception) -> str:

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+import certifi
+import urllib3
 from minio import Minio
 from minio.error import S3Error
 
@@ -24,6 +26,9 @@ from mfr.settings import StorageSettings
 
 PART_SIZE = 16 * 1024 * 1024  # multipart part size: bounded memory per upload
 CHUNK = 1024 * 1024
+# The readiness check's own client: no retries, short timeouts (the SDK's default client
+# retries five times and waits up to five minutes, right for transfers, not for a probe).
+PROBE_TIMEOUT = urllib3.Timeout(connect=1.0, read=1.5)
 
 
 @dataclass(frozen=True)
@@ -79,20 +84,26 @@ class _HashingReader(io.RawIOBase):
 class ObjectStore:
     """The platform's S3 access: four buckets, streaming put/get, sha256 on the way."""
 
-    def __init__(self, client: Minio, buckets: Buckets) -> None:
+    def __init__(self, client: Minio, buckets: Buckets, probe: Minio | None = None) -> None:
         self.client = client
         self.buckets = buckets
+        self.probe = probe or client
 
     @classmethod
     def from_settings(cls, settings: StorageSettings) -> ObjectStore:
-        client = Minio(
-            settings.s3_endpoint,
-            access_key=settings.s3_access_key.get_secret_value(),
-            secret_key=settings.s3_secret_key.get_secret_value(),
-            secure=settings.s3_secure,
-            region=settings.s3_region,
-        )
-        return cls(client, Buckets.with_prefix(settings.bucket_prefix))
+        def client(http: urllib3.PoolManager | None = None) -> Minio:
+            return Minio(
+                settings.s3_endpoint,
+                access_key=settings.s3_access_key.get_secret_value(),
+                secret_key=settings.s3_secret_key.get_secret_value(),
+                secure=settings.s3_secure,
+                region=settings.s3_region,
+                http_client=http,
+            )
+
+        probe = urllib3.PoolManager(timeout=PROBE_TIMEOUT, retries=False, maxsize=2,
+                                    cert_reqs="CERT_REQUIRED", ca_certs=certifi.where())
+        return cls(client(), Buckets.with_prefix(settings.bucket_prefix), client(probe))
 
     def ensure_buckets(self) -> None:
         for bucket in self.buckets.all():
@@ -104,7 +115,8 @@ class ObjectStore:
                         raise
 
     def ready(self) -> bool:
-        return all(self.client.bucket_exists(b) for b in self.buckets.all())
+        """The four buckets exist (a readiness check: fails within seconds, never hangs)."""
+        return all(self.probe.bucket_exists(b) for b in self.buckets.all())
 
     # --- writing -------------------------------------------------------------
     def put_stream(self, bucket: str, key: str, stream: BinaryIO, length: int = -1,

@@ -46,6 +46,19 @@ class TaskDeferrer:
         self.app = App(connector=SyncPsycopgConnector())
         self.app.open(pool)  # an external pool: opening it is the caller's business
 
+    @staticmethod
+    def fair_clock(conn, queue: str, task_name: str) -> int:
+        """Start-time fair queuing's virtual time for ``task_name`` on ``queue``: the fair key
+        of the next waiting task (its priority is minus its key; 0 when none waits). A new
+        job's k-th task gets ``clock + k``, so it shares the workers equally with the jobs
+        already waiting instead of queuing behind all their tasks."""
+        row = conn.execute(
+            "SELECT -max(priority) AS clock FROM procrastinate_jobs"
+            " WHERE queue_name = %s AND task_name = %s AND status = 'todo'",
+            (queue, task_name)).fetchone()
+        clock = row["clock"] if isinstance(row, dict) else row[0]
+        return max(0, int(clock or 0))
+
     def cancel(self, conn, task_ids: list[int]) -> int:
         """Cancel tasks still waiting (running ones notice their job's state); returns how many."""
         manager = self.app.job_manager

@@ -111,6 +111,8 @@ def object_store(servers: Servers):
 @pytest.fixture
 def service_env(servers: Servers, database: Database, object_store) -> dict[str, str]:
     """Environment for a child process using this test's schema and buckets."""
+    from tests.rpc_support import SERVICE_TOKEN
+
     prefix = object_store.buckets.models.removesuffix("models")
     return {
         "MFR_DATABASE_URL": database.schema_url,
@@ -120,4 +122,5 @@ def service_env(servers: Servers, database: Database, object_store) -> dict[str,
         "MFR_BUCKET_PREFIX": prefix,
         "MFR_LOG_FORMAT": "json",
         "MFR_ADMIN_TOKEN": "organisers-token-for-tests",
+        "MFR_SERVICE_TOKEN": SERVICE_TOKEN,
     }

@@ -10,6 +10,9 @@ validator's latency reference (the validator gets that directory as its cache)
 and the default synthetic test set. Every other service caches under
 ``STATE_DIR/cache``, which goes with the state directory.
 
+A child that dies on its own (any service or worker, the dispatcher, the gateway,
+PostgreSQL, the S3 server) is restarted with back-off, and the platform carries
+on; one that crash-loops stops it with a message naming it (:mod:`cli.stack.restarts`).
 Children get ``PR_SET_PDEATHSIG`` so that even a SIGKILLed supervisor leaves no
 orphans; on SIGINT/SIGTERM the supervisor stops them in order (gateway and
 dispatcher first, then services, then S3 and PostgreSQL), SIGKILLing any
@@ -32,7 +35,8 @@ from pathlib import Path
 import urllib3
 
 from cli.stack.ports import free_port
-from cli.stack.process import die_with_parent
+from cli.stack.process import die_with_parent, stop_process
+from cli.stack.restarts import CrashLoop, RestartPolicy
 from mfr.cpus import usable_cpus
 from mfr.rpc.client import wait_serving
 from mfr.settings import GATEWAY_PORT, GRPC_PORTS, METRICS_PORTS
@@ -148,6 +152,7 @@ class Stack:
             "MFR_S3_ACCESS_KEY": self.config.s3_access_key or secrets_["s3_access_key"],
             "MFR_S3_SECRET_KEY": self.config.s3_secret_key or secrets_["s3_secret_key"],
             "MFR_ADMIN_TOKEN": os.environ.get("MFR_ADMIN_TOKEN", secrets_["admin_token"]),
+            "MFR_SERVICE_TOKEN": os.environ.get("MFR_SERVICE_TOKEN", secrets_["service_token"]),
             "MFR_STATE_DIR": str(self.state_dir),
             "MFR_CACHE_DIR": str(self.state_dir / "cache"),
             "MFR_LOG_FORMAT": "json",
@@ -178,17 +183,21 @@ class Stack:
         return result
 
     def _secrets(self) -> dict[str, str]:
-        """Credentials of the local servers, made once per state directory (mode 0600)."""
+        """Credentials of the local servers, made once per state directory (mode 0600); a
+        state directory from before a credential existed gets that one added."""
         path = self.state_dir / "credentials.json"
-        if path.exists():
-            return json.loads(path.read_text())
-        values = {
-            "s3_access_key": "mfr" + secrets.token_hex(6),
-            "s3_secret_key": secrets.token_urlsafe(24),
-            "admin_token": secrets.token_urlsafe(24),
+        values = json.loads(path.read_text()) if path.exists() else {}
+        made = {
+            "s3_access_key": lambda: "mfr" + secrets.token_hex(6),
+            "s3_secret_key": lambda: secrets.token_urlsafe(24),
+            "admin_token": lambda: secrets.token_urlsafe(24),
+            "service_token": lambda: secrets.token_urlsafe(24),  # internal gRPC calls
         }
-        path.touch(mode=0o600)
-        path.write_text(json.dumps(values))
+        missing = {name: make() for name, make in made.items() if name not in values}
+        if missing:
+            values.update(missing)
+            path.touch(mode=0o600)
+            path.write_text(json.dumps(values))
         return values
 
     def _start_postgres(self) -> str:
@@ -303,15 +312,54 @@ class Stack:
 
     # --- run and stop ----------------------------------------------------------
     def wait(self, stop_requested: Callable[[], bool]) -> int:
-        """Block until asked to stop (0) or a child dies on its own (1)."""
+        """Block until asked to stop (0), restarting any child that dies on its own
+        (:mod:`cli.stack.restarts`); 1 when one crash-loops."""
+        units = self._units()
+        policies = {name: RestartPolicy(name) for name in units}
         while not stop_requested():
-            for child in self.children:
-                if child.process and child.process.poll() is not None:
-                    self.say(f"{child.name} exited unexpectedly with {child.process.returncode}; "
-                             f"see {self.state_dir / 'logs' / (child.name + '.log')}")
+            for name, (process_of, start, log) in units.items():
+                try:
+                    self._supervise(policies[name], process_of, start, log)
+                except CrashLoop as loop:
+                    self.say(f"{loop}; stopping the platform (see {log})")
                     return 1
             time.sleep(0.2)
         return 0
+
+    def _supervise(self, policy: RestartPolicy,
+                   process_of: Callable[[], subprocess.Popen | None],
+                   start: Callable[[], object], log: Path) -> None:
+        process = process_of()
+        if policy.restart_at is None and process is not None and process.poll() is not None:
+            delay = policy.exited()  # CrashLoop
+            self.say(f"{policy.name} exited with {process.returncode}; restarting it in "
+                     f"{delay:.1f}s (see {log})")
+        if not policy.due():
+            return
+        try:
+            start()
+        except Exception as exc:  # noqa: BLE001 - counts as one more exit
+            self.say(f"restarting {policy.name} failed: {exc}")
+            stop_process(process_of(), signal.SIGKILL, 5.0)  # half-started: kill, retry
+            policy.restart_at = None
+            return
+        policy.restarted()
+        self.say(f"{policy.name} restarted (restart {policy.restarts})")
+
+    def _units(self) -> dict[str, tuple[Callable[[], subprocess.Popen | None],
+                                        Callable[[], object], Path]]:
+        """Everything ``wait`` supervises: its process now, how to start it, its log."""
+        units = {}
+        if self.postgres:
+            units["postgres"] = (lambda: self.postgres.process, self.postgres.start,
+                                 self.state_dir / "postgres" / "postgres.log")
+        if self.s3:
+            units["s3"] = (lambda: self.s3.process, self.s3.start,
+                           self.state_dir / "s3" / "s3.log")
+        for child in self.children:
+            units[child.name] = (lambda c=child: c.process, lambda c=child: self._spawn(c),
+                                 self.state_dir / "logs" / f"{child.name}.log")
+        return units
 
     def stop(self, grace: float = 15.0) -> None:
         # Front first (no new work), then the services, then storage.

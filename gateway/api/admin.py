@@ -7,14 +7,17 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from gateway.api.participants import SignUp, create_participant
 from gateway.auth import Ctx, organiser
+from gateway.errors import documented
 from gateway.views import admin_view, submission_json
 from mfr.ranking.board import export_csv
 from mfr.records import events, lifecycle, submissions
 
-router = APIRouter(prefix="/v1/admin", tags=["organisers"], dependencies=[Depends(organiser)])
+router = APIRouter(prefix="/v1/admin", tags=["organisers"], dependencies=[Depends(organiser)],
+                   responses=documented(401, 403))
 
 
-@router.post("/participants", status_code=201, summary="Create a participant, e.g. a baseline")
+@router.post("/participants", status_code=201, summary="Create a participant, e.g. a baseline",
+             responses=documented(409))
 def create(body: SignUp, ctx: Ctx, baseline: bool = True) -> JSONResponse:
     created = create_participant(ctx, body, baseline=baseline)
     return JSONResponse({**created.model_dump(), "baseline": baseline}, 201)
@@ -28,7 +31,8 @@ def queue(ctx: Ctx, state: list[str] | None = Query(None), track: str | None = N
     return {"submissions": [admin_view(r) for r in rows]}
 
 
-@router.get("/submissions/{submission_id}", summary="Any submission, with its history")
+@router.get("/submissions/{submission_id}", summary="Any submission, with its history",
+            responses=documented(404))
 def one(submission_id: str, ctx: Ctx) -> dict:
     with ctx.pool.connection() as conn:
         row = submissions.get(conn, submission_id)
@@ -36,12 +40,14 @@ def one(submission_id: str, ctx: Ctx) -> dict:
     return {**admin_view(row), **submission_json(row, False, detail=True), "events": history}
 
 
-@router.post("/submissions/{submission_id}/rerun", status_code=202, summary="Evaluate again")
+@router.post("/submissions/{submission_id}/rerun", status_code=202, summary="Evaluate again",
+             responses=documented(404, 409))
 def rerun(submission_id: str, ctx: Ctx) -> dict:
     return admin_view(lifecycle.rerun(ctx.pool, submission_id))
 
 
-@router.post("/submissions/{submission_id}/cancel", summary="Stop a pending submission")
+@router.post("/submissions/{submission_id}/cancel", summary="Stop a pending submission",
+             responses=documented(404, 409))
 def cancel(submission_id: str, ctx: Ctx) -> dict:
     return admin_view(lifecycle.cancel(ctx.pool, submission_id))
 

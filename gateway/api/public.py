@@ -7,6 +7,7 @@ from fastapi.responses import PlainTextResponse
 
 from gateway import quota
 from gateway.auth import Ctx, CurrentParticipant
+from gateway.errors import documented
 from mfr.ranking.board import export_csv
 
 router = APIRouter(tags=["leaderboard"])
@@ -20,6 +21,7 @@ def challenge(ctx: Ctx) -> dict:
     return {
         "id": c.id, "title": c.title, "timezone": c.timezone,
         "daily_submission_limit": c.daily_submission_limit,
+        "daily_rejected_limit": c.daily_rejected_limit,
         "opens": c.opens.isoformat() if c.opens else None,
         "closes": c.closes.isoformat() if c.closes else None,
         "open": is_open, "now": now.isoformat(),
@@ -27,7 +29,9 @@ def challenge(ctx: Ctx) -> dict:
         "tracks": [{"id": t.id, "training_set": t.training_set, "max_feature_dim": t.max_feature_dim,
                     "max_latency_ms": t.max_latency_ms, "max_model_mb": t.max_model_mb}
                    for t in c.tracks],
-        "protocols": [{"id": p.id, "title": p.title, "kind": p.kind, "far": float(p.far)}
+        "protocols": [{"id": p.id, "title": p.title, "kind": p.kind, "rate": p.rate,
+                       "far": float(p.far) if p.far is not None else None,
+                       **({"fpir": float(p.fpir)} if p.fpir is not None else {})}
                       for p in c.protocols],
     }
 
@@ -49,7 +53,8 @@ def export(track: str, ctx: Ctx,
                                       f'attachment; filename="{ctx.challenge.id}-{track}.csv"'})
 
 
-@router.get("/v1/quota", tags=["submissions"], summary="Submissions left today")
+@router.get("/v1/quota", tags=["submissions"], summary="Submissions left today",
+            responses=documented(401))
 def remaining(who: CurrentParticipant, ctx: Ctx) -> dict:
     with ctx.pool.connection() as conn:
         q = quota.quota(conn, ctx.challenge, who.id, ctx.clock())

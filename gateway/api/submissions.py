@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from gateway import quota
 from gateway.auth import Ctx, CurrentParticipant, MaybeParticipant
 from gateway.context import Context
-from gateway.errors import TooLarge
+from gateway.errors import TooLarge, documented
 from gateway.uploads import (
     FORM_OVERHEAD,
     MIB,
@@ -31,10 +31,7 @@ router = APIRouter(prefix="/v1/submissions", tags=["submissions"])
 
 
 @router.post("", status_code=202, summary="Upload model.zip to a track",
-             responses={403: {"description": "outside the submission window"},
-                        413: {"description": "larger than the track allows"},
-                        422: {"description": "not a zip, unsafe zip, or not exactly one .onnx"},
-                        429: {"description": "daily limit reached; says when it resets"}},
+             responses=documented(401, 403, 413, 429),
              openapi_extra={"requestBody": {"required": True, "content": {
                  "multipart/form-data": {"schema": {
                      "type": "object", "required": ["track", "file"],
@@ -89,7 +86,7 @@ def _insert(ctx: Context, who: Participant, submission_id: str, track_id: str, f
                            form.stored, form.filename)
 
 
-@router.get("", summary="Your submissions, newest first")
+@router.get("", summary="Your submissions, newest first", responses=documented(401))
 def list_own(who: CurrentParticipant, ctx: Ctx, track: str | None = None) -> dict:
     with ctx.pool.connection() as conn:
         rows = submissions.find(conn, who.id, track, limit=1000)
@@ -97,7 +94,8 @@ def list_own(who: CurrentParticipant, ctx: Ctx, track: str | None = None) -> dic
     return {"submissions": [submission_json(r, r["id"] in shown) for r in rows]}
 
 
-@router.get("/{submission_id}", summary="One submission: yours, or an entry shown on a leaderboard")
+@router.get("/{submission_id}", summary="One submission: yours, or an entry shown on a leaderboard",
+            responses=documented(401, 404))
 def get_one(submission_id: str, who: MaybeParticipant,
             ctx: Ctx) -> dict:
     with ctx.pool.connection() as conn:
@@ -112,7 +110,8 @@ def get_one(submission_id: str, who: MaybeParticipant,
     return public_view(row)
 
 
-@router.post("/{submission_id}/public", summary="Make it your public entry for its track (Set Public)")
+@router.post("/{submission_id}/public", summary="Make it your public entry for its track (Set Public)",
+             responses=documented(401, 404, 409))
 def set_public(submission_id: str, who: CurrentParticipant,
                ctx: Ctx) -> dict:
     ctx.results.set_public(who.id, submission_id)

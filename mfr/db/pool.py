@@ -1,16 +1,29 @@
-"""The connection pool: created closed, opened at start-up (STYLE.md)."""
+"""The connection pool: created closed, opened at start-up (STYLE.md).
+
+It outlives PostgreSQL restarts: a connection is checked when it is handed out
+(one that broke while idle in the pool is dropped, not given to a request),
+connecting gives up after ``CONNECT_TIMEOUT_S``, and a failed reconnection
+gives up after ``RECONNECT_TIMEOUT_S`` rather than five minutes of growing
+back-off, so the next request (the readiness ping, every second) starts a
+fresh attempt and the pool is whole again within seconds of the server's return.
+"""
 
 from __future__ import annotations
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from mfr.settings import DatabaseSettings
 
+CONNECT_TIMEOUT_S = 5  # libpq's connect_timeout (whole seconds), unless the URL sets one
+RECONNECT_TIMEOUT_S = 10.0
+PING_TIMEOUT_S = 1.5  # under mfr.health's 2 s, so the reason is the pool's, not "no answer"
+
 
 def make_pool(url: str, min_size: int = 1, max_size: int = 8, name: str = "mfr",
-              schema: str | None = None) -> ConnectionPool:
+              schema: str | None = None, timeout: float = 30.0) -> ConnectionPool:
     """A closed pool; call ``.open(wait=True)`` at start-up.
 
     ``schema`` sets the search_path of every connection (tests use one schema each).
@@ -18,15 +31,18 @@ def make_pool(url: str, min_size: int = 1, max_size: int = 8, name: str = "mfr",
     kwargs: dict = {"row_factory": dict_row}
     if schema:
         kwargs["options"] = f"-c search_path={schema}"
+    if "connect_timeout" not in conninfo_to_dict(url):
+        kwargs["connect_timeout"] = CONNECT_TIMEOUT_S
     return ConnectionPool(url, min_size=min_size, max_size=max_size, kwargs=kwargs,
-                          open=False, name=name)
+                          open=False, name=name, check=ConnectionPool.check_connection,
+                          reconnect_timeout=RECONNECT_TIMEOUT_S, timeout=timeout)
 
 
 def open_pool(settings: DatabaseSettings, name: str, max_size: int | None = None) -> ConnectionPool:
     """A process's pool, sized by the settings, opening in the background: the process starts
     while the database is still coming up, and reports not-ready (``ping``) until it answers."""
     pool = make_pool(settings.database_url.get_secret_value(), settings.db_pool_min,
-                     max_size or settings.db_pool_max, name)
+                     max_size or settings.db_pool_max, name, timeout=settings.db_pool_timeout_s)
     pool.open(wait=False)
     return pool
 
@@ -40,7 +56,8 @@ def listening(pool: ConnectionPool, channel: str) -> psycopg.Connection:
 
 
 def ping(pool: ConnectionPool) -> bool:
-    with pool.connection(timeout=2) as conn:
+    """PostgreSQL answers through the pool (a readiness check: bounded, never hangs)."""
+    with pool.connection(timeout=PING_TIMEOUT_S) as conn:
         conn.execute("SELECT 1")
     return True
 

@@ -113,7 +113,8 @@ class Board:
             "entries": [e.to_json(reveal) for e in self.entries],
         }
         if challenge is not None:
-            out["protocols"] = [{"id": p.id, "title": p.title, "far": float(p.far)}
+            out["protocols"] = [{"id": p.id, "title": p.title, "rate": p.rate,
+                                 "far": float(p.far) if p.far is not None else None}
                                 for p in challenge.protocols]
             out["weights"] = {k: float(v) for k, v in challenge.weights.items()}
         return out

@@ -27,20 +27,26 @@ from mfr.records.states import PENDING
 
 _CLAIM = """
     WITH next AS (
-        SELECT id FROM submissions
-        WHERE state = ANY(%(pending)s)
-          AND (lease_until IS NULL OR lease_until < now())
-          AND (next_attempt_at IS NULL OR next_attempt_at <= now())
-        ORDER BY created_at, id
-        LIMIT 1 FOR UPDATE SKIP LOCKED)
+        SELECT s.id FROM submissions s
+        WHERE s.state = ANY(%(pending)s)
+          AND (s.lease_until IS NULL OR s.lease_until < now())
+          AND (s.next_attempt_at IS NULL OR s.next_attempt_at <= now())
+        -- Fair share: first the participants with the fewest submissions being driven
+        -- now, so one participant's queue (or a model hanging in validation) never
+        -- holds every dispatcher slot while another participant waits.
+        ORDER BY (SELECT count(*) FROM submissions o
+                  WHERE o.participant_id = s.participant_id AND o.lease_until >= now()
+                    AND o.state = ANY(%(pending)s)),
+                 s.created_at, s.id
+        LIMIT 1 FOR UPDATE OF s SKIP LOCKED)
     UPDATE submissions s SET lease_owner = %(owner)s,
            lease_until = now() + make_interval(secs => %(lease_s)s),
            attempts = s.attempts + 1, next_attempt_at = NULL
     FROM next WHERE s.id = next.id
     RETURNING s.id::text AS id, s.participant_id::text AS participant_id, s.track_id, s.state,
-              s.run, s.attempts, s.upload_bucket, s.upload_key, s.upload_sha256, s.upload_size,
-              s.validation, s.model_key, s.model_sha256, s.features_key, s.model_size_mb,
-              s.latency_ms
+              s.run, s.attempts, s.retries, s.upload_bucket, s.upload_key, s.upload_sha256,
+              s.upload_size, s.validation, s.model_key, s.model_sha256, s.features_key,
+              s.model_size_mb, s.latency_ms
 """
 
 
@@ -78,8 +84,11 @@ class Claim:
 
     @property
     def job_id(self) -> str:
-        """Embedder and scorer job id: the submission id, with the run after the first."""
-        return self.id if self.run == 1 else f"{self.id}-run{self.run}"
+        """Embedder and scorer job id: the submission id, with the run after the first and
+        the platform retry after a job failed on our side (the failed job stays on record)."""
+        run = "" if self.run == 1 else f"-run{self.run}"
+        retry = f"-retry{self.row['retries']}" if self.row.get("retries") else ""
+        return f"{self.id}{run}{retry}"
 
     def let_go(self) -> None:
         self.lost.set()
@@ -133,18 +142,27 @@ class Leases:
         if not changed:
             raise LeaseLost(claim.id)
 
-    def release(self, claim: Claim, retry_in_s: float = 0.0, reason: str = "") -> bool:
-        """Give the submission back (for another try after ``retry_in_s``)."""
+    def release(self, claim: Claim, retry_in_s: float = 0.0, reason: str = "", *,
+                counted: bool = True, platform_retry: bool = False) -> bool:
+        """Give the submission back (for another try after ``retry_in_s``).
+
+        ``counted=False``: this claim was no attempt (the dispatcher is stopping), so it
+        does not use up one of the submission's attempts. ``platform_retry``: a job failed
+        on our side; the next claim starts a new one (:attr:`Claim.job_id`).
+        """
         with self.pool.connection() as conn, conn.transaction():
             released = conn.execute(
                 "UPDATE submissions SET lease_owner = NULL, lease_until = NULL,"
-                " next_attempt_at = now() + make_interval(secs => %s)"
+                " next_attempt_at = now() + make_interval(secs => %s),"
+                " attempts = attempts - %s, retries = retries + %s"
                 " WHERE id = %s AND lease_owner = %s AND run = %s",
-                (retry_in_s, claim.id, self.owner, claim.run)).rowcount
+                (retry_in_s, 0 if counted else 1, 1 if platform_retry else 0, claim.id,
+                 self.owner, claim.run)).rowcount
             if released and reason:
-                events.add(conn, claim.id, claim.state, {"retry_in_s": round(retry_in_s, 1),
-                                                         "reason": reason,
-                                                         "attempt": claim.row["attempts"]})
+                events.add(conn, claim.id, claim.state, {
+                    "retry_in_s": round(retry_in_s, 1), "reason": reason,
+                    "attempt": claim.row["attempts"],
+                    **({"platform_retry": claim.row["retries"] + 1} if platform_retry else {})})
         return bool(released)
 
     def current(self, submission_id: str) -> dict | None:

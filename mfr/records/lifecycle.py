@@ -19,7 +19,7 @@ _RERUN = ("UPDATE submissions SET state = 'queued', run = run + 1, validation = 
           " scores = NULL, ranking_score = NULL, ranking_exact = NULL, model_size_mb = NULL,"
           " latency_ms = NULL, error = NULL, error_code = NULL, progress = NULL,"
           " result_key = NULL, scored_at = NULL, lease_owner = NULL, lease_until = NULL,"
-          " attempts = 0, next_attempt_at = NULL, updated_at = now() WHERE id = %s")
+          " attempts = 0, retries = 0, next_attempt_at = NULL, updated_at = now() WHERE id = %s")
 
 
 def cancel(pool: ConnectionPool, submission_id: str, by: str = "organiser") -> dict:

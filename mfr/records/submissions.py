@@ -8,6 +8,7 @@ from datetime import date, datetime
 from psycopg import sql
 
 from mfr.errors import NotFound
+from mfr.faults import MODEL_FAULTS
 from mfr.records import events
 from mfr.storage import StoredObject
 
@@ -88,9 +89,13 @@ def create(conn, submission_id: str, participant_id: str, challenge_id: str, tra
                {"filename": filename, "bytes": upload.size, "sha256": upload.sha256}, at=now)
 
 
-def count_for_day(conn, challenge_id: str, participant_id: str, day: date) -> int:
-    """Submissions counting against a day's limit: all but those the validator rejected."""
+def count_for_day(conn, challenge_id: str, participant_id: str, day: date) -> dict:
+    """A participant's submissions of a day: ``counted`` against the daily limit (all but
+    the rejected ones and the platform's failures, :mod:`mfr.faults`) and ``rejected``
+    (limited on their own: ``daily_rejected_limit``)."""
     return conn.execute(
-        "SELECT count(*) AS n FROM submissions WHERE participant_id = %s AND challenge_id = %s"
-        " AND quota_day = %s AND state <> 'rejected'",
-        (participant_id, challenge_id, day)).fetchone()["n"]
+        "SELECT count(*) FILTER (WHERE state <> 'rejected' AND NOT (state = 'failed'"
+        "   AND coalesce(error_code, '') <> ALL(%s))) AS counted,"
+        " count(*) FILTER (WHERE state = 'rejected') AS rejected"
+        " FROM submissions WHERE participant_id = %s AND challenge_id = %s AND quota_day = %s",
+        (sorted(MODEL_FAULTS), participant_id, challenge_id, day)).fetchone()

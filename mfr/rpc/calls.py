@@ -17,9 +17,10 @@ import grpc
 from mfr.errors import MfrError
 from mfr.rpc.interceptors import error_code_of
 
-# Statuses a later attempt may not see again: the peer is down, slow or busy.
+# Statuses a later attempt may not see again: the peer is down, slow or busy, or it does
+# not take our service token yet (a rotation rolling out; never the participant's fault).
 TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
-             grpc.StatusCode.RESOURCE_EXHAUSTED}
+             grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAUTHENTICATED}
 
 
 class RemoteError(MfrError):

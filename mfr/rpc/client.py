@@ -7,21 +7,25 @@ import time
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from mfr.rpc.auth import with_service_token
 from mfr.rpc.server import MESSAGE_LIMIT
 
 
-def channel(address: str) -> grpc.Channel:
-    return grpc.insecure_channel(
+def channel(address: str, service_token: str | None = None) -> grpc.Channel:
+    """A channel to a service; its calls carry ``service_token`` (``MFR_SERVICE_TOKEN``),
+    without which a service answers nothing but health checks and reflection."""
+    plain = grpc.insecure_channel(
         address,
         options=[
             ("grpc.max_send_message_length", MESSAGE_LIMIT),
             ("grpc.max_receive_message_length", MESSAGE_LIMIT),
         ],
     )
+    return plain if service_token is None else with_service_token(plain, service_token)
 
 
 def health_status(address: str, service: str = "", timeout: float = 1.0) -> str:
-    """``SERVING``, ``NOT_SERVING``, ... or ``UNREACHABLE``."""
+    """``SERVING``, ``NOT_SERVING``, ... or ``UNREACHABLE`` (health needs no token)."""
     with channel(address) as ch:
         stub = health_pb2_grpc.HealthStub(ch)
         try:

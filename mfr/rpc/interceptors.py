@@ -18,6 +18,7 @@ from prometheus_client import Counter, Histogram
 
 from mfr import errors
 from mfr.logs import get_logger
+from mfr.rpc.auth import Unauthenticated
 
 log = get_logger("mfr.rpc")
 
@@ -28,6 +29,7 @@ STATUS_OF: list[tuple[type[errors.MfrError], grpc.StatusCode]] = [
     (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (errors.QuotaExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
+    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),  # no service token (mfr/rpc/auth.py)
 ]
 
 REQUESTS = Counter("mfr_grpc_requests_total", "gRPC requests handled", ["method", "code"])

@@ -9,9 +9,14 @@ calls :func:`serve`; this module does the rest the same way for all of them
 2. logs, then ``build``;
 3. the gRPC server with health and reflection (NOT_SERVING), and the
    Prometheus endpoint;
-4. ``ready()`` polled until true, then SERVING and the background parts
-   (queue workers, the dispatcher's threads, uvicorn) started;
-5. on SIGTERM/SIGINT, or when a background part dies on its own: health
+4. the readiness checks (``mfr.health.Readiness``: PostgreSQL, S3, start-up
+   work) run until they pass, then SERVING and the background parts (queue
+   workers, the dispatcher's threads, uvicorn) started; the gateway, whose
+   health is its own ``/healthz``, starts uvicorn at once;
+5. the checks keep running every second: health goes NOT_SERVING while a
+   dependency is unreachable and SERVING again when it is back (the health
+   service ``liveness`` stays SERVING: the process is alive, only not ready);
+6. on SIGTERM/SIGINT, or when a background part dies on its own: health
    NOT_SERVING, background parts stopped within the grace period, the
    server stopped, ``on_stop``; exit 0, or 1 when a part died.
 """
@@ -26,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from mfr.health import Readiness
 from mfr.logs import configure_logging, get_logger
 from mfr.rpc.server import GrpcServer
 from mfr.settings import ServiceSettings
@@ -49,7 +55,8 @@ class Process:
     """What a process contributes to the common shape."""
 
     servicers: list[tuple[Callable, Any, str]] = field(default_factory=list)  # (add_X, servicer, name)
-    ready: Callable[[], bool] | None = None
+    #: What must answer before, and while, the process serves (None: nothing).
+    ready: Readiness | None = None
     background: list[Background] = field(default_factory=list)
     on_stop: Callable[[], None] | None = None
     #: False for the gateway: its health is HTTP (/healthz), it opens no gRPC port.
@@ -85,7 +92,7 @@ class _Stop:
         self.event.set()
 
 
-def run(name: str, settings: ServiceSettings, process: Process, ready_poll_s: float = 0.5) -> int:
+def run(name: str, settings: ServiceSettings, process: Process, ready_poll_s: float = 1.0) -> int:
     """Run until a signal (0) or until a background part dies on its own (1)."""
     stop = _Stop()
     signal.signal(signal.SIGTERM, stop)
@@ -93,17 +100,21 @@ def run(name: str, settings: ServiceSettings, process: Process, ready_poll_s: fl
     server = None
     if process.grpc:
         server = GrpcServer(name, settings.host, settings.grpc_port, settings.metrics_port,
-                            settings.max_workers)
+                            settings.max_workers,  # every gRPC process has ServiceTokenSettings
+                            service_token=settings.service_token.get_secret_value())
         for add_to_server, servicer, full_name in process.servicers:
             server.add(add_to_server, servicer, full_name)
         server.start()
-    if _wait_ready(name, process.ready, stop.event, ready_poll_s):
-        if server:
-            server.set_serving()
+    watch = _ReadinessWatch(name, server, process.ready, ready_poll_s)
+    # Without a gRPC port the background part serves the health itself (the gateway's
+    # /healthz answers 503 while not ready), so it starts at once.
+    if not process.grpc or watch.until_ready(stop.event):
         for part in process.background:
             part.start()
+    watch.start()
     code = _wait(process.background, stop.event)
     started = time.monotonic()
+    watch.stop()
     if server:
         server.health.enter_graceful_shutdown()
     for part in process.background:
@@ -116,16 +127,54 @@ def run(name: str, settings: ServiceSettings, process: Process, ready_poll_s: fl
     return code
 
 
-def _wait_ready(name: str, ready: Callable[[], bool] | None, stop: threading.Event,
-                poll_s: float) -> bool:
-    while not stop.is_set():
-        try:
-            if ready is None or ready():
+class _ReadinessWatch:
+    """Re-runs the readiness checks and flips the gRPC health between SERVING and
+    NOT_SERVING, logging each change once."""
+
+    def __init__(self, name: str, server: GrpcServer | None, readiness: Readiness | None,
+                 poll_s: float) -> None:
+        self.name = name
+        self.server = server
+        self.readiness = readiness
+        self.poll_s = poll_s
+        self.serving: bool | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="readiness", daemon=True)
+
+    def update(self) -> bool:
+        verdict = self.readiness.check() if self.readiness else None
+        ready = verdict is None or verdict.ready
+        if ready != self.serving and not self._stop.is_set():
+            self.serving = ready
+            if ready and self.server:
+                self.server.set_serving()  # logs "serving"
+            elif ready:
+                log.info("serving", service=self.name)
+            else:
+                if self.server:
+                    self.server.set_not_serving()
+                log.warning("not serving", service=self.name, failing=verdict.failing)
+        return ready
+
+    def until_ready(self, stop: threading.Event) -> bool:
+        while not stop.is_set():
+            if self.update():
                 return True
-        except Exception as exc:  # noqa: BLE001 - not ready yet; say why and retry
-            log.warning("not ready", service=name, reason=str(exc))
-        stop.wait(poll_s)
-    return False
+            stop.wait(self.poll_s)
+        return False
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            self.update()
+
+    def start(self) -> None:
+        if self.readiness:
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Before the graceful shutdown; no join, so a check in flight delays nothing (the
+        health servicer ignores a late SERVING once it is shutting down)."""
+        self._stop.set()
 
 
 def _wait(background: list[Background], stop: threading.Event) -> int:

@@ -1,4 +1,6 @@
-"""Wiring of a gRPC service: port, interceptor, health, reflection, metrics, shutdown.
+"""Wiring of a gRPC service: port, interceptors, health, reflection, metrics, shutdown.
+
+Every call but health and reflection must carry the service token (mfr/rpc/auth.py).
 
 Health follows grpc's health-checking example: every service starts
 NOT_SERVING and is switched to SERVING only once its ``ready`` check passes
@@ -20,11 +22,17 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import Gauge, start_http_server
 
 from mfr.logs import get_logger
+from mfr.rpc.auth import TokenGuard
 from mfr.rpc.interceptors import ServiceInterceptor
 
 log = get_logger("mfr.rpc.server")
 
 UP = Gauge("mfr_service_up", "1 while the service reports SERVING", ["service"])
+
+#: The health "service" that answers SERVING while the process runs, whatever its
+#: dependencies do: Kubernetes' startup and liveness probes ask for it; readiness asks
+#: for "" (overall) or a service's own name, which follow the dependencies.
+LIVENESS = "liveness"
 
 # Larger than the default 4 MB: reports and job results may be big-ish; bulk
 # data (models, features) never travels over gRPC, only object references.
@@ -35,14 +43,16 @@ class GrpcServer:
     """A gRPC server with the platform's interceptor, health service and reflection."""
 
     def __init__(self, name: str, host: str = "127.0.0.1", port: int = 0,
-                 metrics_port: int = 0, max_workers: int = 8) -> None:
+                 metrics_port: int = 0, max_workers: int = 8, *, service_token: str) -> None:
         self.name = name
         self.host = host
         self.port = port
         self.metrics_port = metrics_port
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=name),
-            interceptors=[ServiceInterceptor()],
+            # The first is the outermost: a call refused for want of the service token is
+            # logged, counted and mapped like any other failure.
+            interceptors=[ServiceInterceptor(), TokenGuard(service_token)],
             options=[
                 ("grpc.max_send_message_length", MESSAGE_LIMIT),
                 ("grpc.max_receive_message_length", MESSAGE_LIMIT),
@@ -67,6 +77,7 @@ class GrpcServer:
         )
         for service in ["", *self._service_names]:
             self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         bound = self._server.add_insecure_port(f"{self.host}:{self.port}")
         if bound == 0:
             raise OSError(f"{self.name}: cannot bind {self.host}:{self.port}")
@@ -83,6 +94,12 @@ class GrpcServer:
             self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         UP.labels(self.name).set(1)
         log.info("serving", service=self.name)
+
+    def set_not_serving(self) -> None:
+        """Not ready (a dependency is gone); :data:`LIVENESS` stays SERVING."""
+        for service in ["", *self._service_names]:
+            self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+        UP.labels(self.name).set(0)
 
     def stop(self, grace: float = 5.0) -> None:
         """Graceful stop: NOT_SERVING for every service, then let calls in flight finish."""

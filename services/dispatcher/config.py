@@ -13,6 +13,7 @@ from mfr.settings import (
     Env,
     PeerSettings,
     ServiceSettings,
+    ServiceTokenSettings,
     StorageSettings,
     TestSetSettings,
 )
@@ -30,6 +31,9 @@ class DispatchTuning(Env):
     dispatch_poll_s: PositiveFloat = 2.0
     #: Claims of one submission before a transient failure becomes its final one.
     dispatch_max_attempts: int = Field(8, ge=1, le=1000)
+    #: New jobs for a submission whose embedding or scoring job failed on our side
+    #: (mfr/faults.py) before it ends ``failed`` (its quota slot given back).
+    dispatch_platform_retries: int = Field(2, ge=0, le=100)
     #: Exponential back-off between attempts, with full jitter, capped.
     dispatch_backoff_base_s: NonNegativeFloat = 2.0
     dispatch_backoff_max_s: NonNegativeFloat = 300.0
@@ -38,8 +42,9 @@ class DispatchTuning(Env):
     dispatch_validate_timeout_s: PositiveFloat = 1800.0
 
 
-class DispatcherSettings(ServiceSettings, DatabaseSettings, StorageSettings, PeerSettings,
-                         ChallengeSettings, TestSetSettings, AdminSettings, DispatchTuning):
+class DispatcherSettings(ServiceSettings, ServiceTokenSettings, DatabaseSettings, StorageSettings,
+                         PeerSettings, ChallengeSettings, TestSetSettings, AdminSettings,
+                         DispatchTuning):
     """``MFR_ADMIN_TOKEN`` is required: the ranker records results only for its holders."""
 
     grpc_port: int = GRPC_PORTS["dispatcher"]

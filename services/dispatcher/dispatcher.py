@@ -6,11 +6,21 @@ heartbeat that renews their leases (and lets go of a submission an organiser
 cancelled or re-ran), and a listener that wakes the workers as soon as a
 submission is queued (``NOTIFY mfr_submissions``). Errors:
 
-* transient (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, and anything
-  unexpected here): the submission is given back with exponential back-off and
-  tried again, up to ``MFR_DISPATCH_MAX_ATTEMPTS`` claims, then it fails with the last reason;
-* permanent (any other status, or a failed scoring job): ``failed`` at once,
+* transient (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, UNAUTHENTICATED
+  while a service token is rotated, and anything unexpected here): the submission
+  is given back with exponential back-off and tried again, up to
+  ``MFR_DISPATCH_MAX_ATTEMPTS`` claims, then it fails with the last reason (a
+  platform code: the quota slot is given back);
+* a platform fault (an embedding or scoring job that failed on our side, see
+  :mod:`mfr.faults`): a new job after back-off, up to ``MFR_DISPATCH_PLATFORM_RETRIES``
+  times, then ``failed`` with the job's code, and the participant's quota slot is
+  given back (the quota count skips platform faults);
+* permanent (any other status, or a job the model made fail): ``failed`` at once,
   with the service's message and stable code for the participant.
+
+A dispatcher that stops gracefully lets go of its claims without using up an
+attempt and without cancelling the jobs it follows: the next claim re-attaches
+to them (same job ids) and the submission ends as an undisturbed run would.
 
 """
 
@@ -26,7 +36,7 @@ from mfr.logs import get_logger
 from mfr.records.leases import Claim, LeaseLost, Leases
 from mfr.rpc.calls import RemoteError
 from services.dispatcher.config import DispatchTuning
-from services.dispatcher.stages import Permanent, Stages
+from services.dispatcher.stages import Permanent, PlatformFault, Stages
 
 log = get_logger("services.dispatcher")
 
@@ -78,6 +88,8 @@ class Dispatcher:
             return Outcome("done", claim.state)
         except LeaseLost:
             return self._lost(claim)
+        except PlatformFault as exc:
+            return self._platform_fault(claim, exc)
         except Permanent as exc:
             return self._fail(claim, exc.code, exc.message)
         except MfrError as err:
@@ -93,8 +105,8 @@ class Dispatcher:
             return self._retry(claim, f"internal error in the dispatcher ({type(exc).__name__})")
 
     def _lost(self, claim: Claim) -> Outcome:
-        if self.stopping.is_set():
-            self.leases.release(claim)  # shutting down: let another dispatcher resume at once
+        if self.stopping.is_set():  # shutting down: let another dispatcher resume at once
+            self.leases.release(claim, counted=False)
         log.info("let go", submission=claim.id, state=(self.leases.current(claim.id) or {}).get("state"))
         return Outcome("lost")
 
@@ -109,6 +121,21 @@ class Dispatcher:
                     delay_s=round(delay, 1), reason=reason)
         self.leases.release(claim, delay, reason)
         return Outcome("retry", reason)
+
+    def _platform_fault(self, claim: Claim, fault: PlatformFault) -> Outcome:
+        retries = claim.row.get("retries", 0)
+        if retries >= self.settings.dispatch_platform_retries:
+            return self._fail(claim, fault.code, f"{fault.message} (a platform fault, after "
+                              f"{retries} retries: this submission does not count against "
+                              "the daily limit)")
+        delay = backoff_s(retries + 1, self.settings.dispatch_backoff_base_s,
+                          self.settings.dispatch_backoff_max_s)
+        log.warning("platform fault: retrying with a new job", submission=claim.id,
+                    state=claim.state, code=fault.code, retry=retries + 1,
+                    delay_s=round(delay, 1), reason=fault.message)
+        self.leases.release(claim, delay, f"{fault.code}: {fault.message}", counted=False,
+                            platform_retry=True)
+        return Outcome("retry", fault.message)
 
     def _fail(self, claim: Claim, code: str, message: str) -> Outcome:
         log.warning("failed", submission=claim.id, state=claim.state, code=code, reason=message)

@@ -10,6 +10,7 @@ import socket
 
 from mfr.challenge import served_challenge
 from mfr.db.pool import open_pool, ping
+from mfr.health import Readiness
 from mfr.logs import get_logger
 from mfr.records.leases import Leases
 from mfr.rpc.client import channel
@@ -29,7 +30,8 @@ def build(settings: DispatcherSettings) -> Process:
     testset_id = settings.served_testset_id()
     if not testset_id:
         log.warning("no test set: set MFR_TESTSET (a test-set folder) or MFR_TESTSET_ID")
-    channels = {name: channel(getattr(settings, f"{name}_addr")) for name in PEERS}
+    token = settings.service_token.get_secret_value()
+    channels = {name: channel(getattr(settings, f"{name}_addr"), token) for name in PEERS}
     pool = open_pool(settings, "dispatcher")
     leases = Leases(pool, f"{socket.gethostname()}:{os.getpid()}", settings.dispatch_lease_s)
     peers = Peers.connect(channels, settings.admin_token.get_secret_value())
@@ -41,8 +43,8 @@ def build(settings: DispatcherSettings) -> Process:
             ch.close()
         pool.close()
 
-    return Process(ready=lambda: ping(pool), background=[Dispatcher(leases, stages, settings)],
-                   on_stop=close)
+    return Process(ready=Readiness({"postgres": lambda: ping(pool)}),
+                   background=[Dispatcher(leases, stages, settings)], on_stop=close)
 
 
 def main() -> None:

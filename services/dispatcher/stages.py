@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from mfr.faults import is_model_fault
 from mfr.jobs import ENDED
 from mfr.logs import get_logger
 from mfr.records.leases import Claim, LeaseLost, Leases
@@ -32,6 +33,15 @@ class Permanent(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+class PlatformFault(Permanent):
+    """A job failed on our side (:mod:`mfr.faults`): worth a new job, at no cost to anyone."""
+
+
+def job_failure(code: str, message: str) -> Permanent:
+    """The exception for an embedding or scoring job that ended ``failed`` with ``code``."""
+    return Permanent(code, message) if is_model_fault(code) else PlatformFault(code, message)
 
 
 @dataclass
@@ -105,10 +115,10 @@ class Stages:
                         inflight=inflight)
         job = self._follow(claim, inflight, embedder)
         if job.state == "failed":
-            raise Permanent(job.error_code or "embedding_failed",
-                            f"embedding failed: {job.error or 'no reason given'}")
+            raise job_failure(job.error_code or "embedding_failed",
+                              f"embedding failed: {job.error or 'no reason given'}")
         if job.state == "cancelled" or job.features is None:
-            raise Permanent("embedding_cancelled", "the embedding job was cancelled")
+            raise PlatformFault("embedding_cancelled", "the embedding job was cancelled")
         ctx.leases.advance(claim, "scoring", {"feature_dim": job.feature_dim,
                                               "non_finite_rows": job.non_finite_rows,
                                               "runtime": job.runtime},
@@ -121,10 +131,10 @@ class Stages:
                                 inflight=inflight)
         job = self._follow(claim, inflight, ctx.peers.scorer)
         if job.state == "failed":
-            raise Permanent(job.error_code or "scoring_failed",
-                            f"scoring failed: {job.error or 'no reason given'}")
+            raise job_failure(job.error_code or "scoring_failed",
+                              f"scoring failed: {job.error or 'no reason given'}")
         if job.state == "cancelled":
-            raise Permanent("scoring_cancelled", "the scoring job was cancelled")
+            raise PlatformFault("scoring_cancelled", "the scoring job was cancelled")
         if job.result is not None:
             ctx.leases.note(claim, result_key=job.result.key)
         try:

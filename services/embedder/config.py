@@ -11,6 +11,7 @@ from mfr.settings import (
     CacheSettings,
     DatabaseSettings,
     ServiceSettings,
+    ServiceTokenSettings,
     StorageSettings,
     TestSetSettings,
     WorkerSettings,
@@ -19,8 +20,8 @@ from mfr.settings import (
 MIB = 1024 * 1024
 
 
-class EmbedderSettings(ServiceSettings, DatabaseSettings, StorageSettings, TestSetSettings,
-                       CacheSettings):
+class EmbedderSettings(ServiceSettings, ServiceTokenSettings, DatabaseSettings, StorageSettings,
+                       TestSetSettings, CacheSettings):
     """The embedder API: records jobs and queues their shards. ``MFR_TESTSET`` is a local
     test set it publishes at start-up (``mfr up``)."""
 
@@ -33,7 +34,8 @@ class EmbedderSettings(ServiceSettings, DatabaseSettings, StorageSettings, TestS
     embedder_watch_poll_s: PositiveFloat = 0.5
 
 
-class EmbedderWorkerSettings(ServiceSettings, DatabaseSettings, StorageSettings, WorkerSettings):
+class EmbedderWorkerSettings(ServiceSettings, ServiceTokenSettings, DatabaseSettings, StorageSettings,
+                             WorkerSettings):
     """An embedder worker: drains the shard queues of the runtimes it can run."""
 
     grpc_port: int = GRPC_PORTS["embedder-worker"]

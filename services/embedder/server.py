@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from mfr.db.pool import open_pool, ping
 from mfr.embedder.v1 import embedder_pb2_grpc
+from mfr.health import Readiness
 from mfr.queue_depth import export_queue_depth
 from mfr.rpc.process import Process, Warmup, serve
 from mfr.storage import ObjectStore
@@ -46,7 +47,8 @@ def build(settings: EmbedderSettings) -> Process:
     return Process(
         servicers=[(embedder_pb2_grpc.add_EmbedderServiceServicer_to_server,
                     EmbedderServicer(control), SERVICE_NAME)],
-        ready=lambda: ping(pool) and store.ready() and publication.ready(),
+        ready=Readiness({"postgres": lambda: ping(pool), "s3": store.ready,
+                         publication.name: publication.ready}),
         on_stop=pool.close,
     )
 

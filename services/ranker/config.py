@@ -9,10 +9,12 @@ from mfr.settings import (
     ChallengeSettings,
     DatabaseSettings,
     ServiceSettings,
+    ServiceTokenSettings,
 )
 
 
-class RankerSettings(ServiceSettings, DatabaseSettings, ChallengeSettings, AdminSettings):
+class RankerSettings(ServiceSettings, ServiceTokenSettings, DatabaseSettings, ChallengeSettings,
+                     AdminSettings):
     """``MFR_ADMIN_TOKEN`` is required: RecordResult and private reads check it."""
 
     grpc_port: int = GRPC_PORTS["ranker"]

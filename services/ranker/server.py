@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from mfr.challenge import load_challenge
 from mfr.db.pool import open_pool, ping
+from mfr.health import Readiness
 from mfr.ranker.v1 import ranker_pb2_grpc
 from mfr.records.boards import Leaderboards
 from mfr.records.results import Results
@@ -22,7 +23,7 @@ def build(settings: RankerSettings) -> Process:
     return Process(
         servicers=[(ranker_pb2_grpc.add_RankerServiceServicer_to_server, servicer,
                     "mfr.ranker.v1.RankerService")],
-        ready=lambda: ping(pool),
+        ready=Readiness({"postgres": lambda: ping(pool)}),
         on_stop=pool.close,
     )
 

@@ -17,6 +17,7 @@ from mfr.settings import (
     DatabaseSettings,
     Env,
     ServiceSettings,
+    ServiceTokenSettings,
     StorageSettings,
     WorkerSettings,
 )
@@ -24,7 +25,7 @@ from services.scorer.engine.floors import FloorSettings
 from services.scorer.engine.tiles import TILE_SIZE
 
 
-class ScorerSettings(ServiceSettings, DatabaseSettings, StorageSettings):
+class ScorerSettings(ServiceSettings, ServiceTokenSettings, DatabaseSettings, StorageSettings):
     """The scorer API: records jobs and reads them (no heavy work)."""
 
     grpc_port: int = GRPC_PORTS["scorer"]
@@ -63,8 +64,8 @@ class ScorerTuning(Env):
         return FloorSettings(**self.scorer_floors)
 
 
-class ScorerWorkerSettings(ServiceSettings, DatabaseSettings, StorageSettings, WorkerSettings,
-                           ScorerTuning):
+class ScorerWorkerSettings(ServiceSettings, ServiceTokenSettings, DatabaseSettings, StorageSettings,
+                           WorkerSettings, ScorerTuning):
     """A scorer worker: drains the tile queue."""
 
     grpc_port: int = GRPC_PORTS["scorer-worker"]

@@ -4,7 +4,10 @@ Three tasks, on one queue: ``scorer.plan`` (a new job: fetch, check, plan,
 enqueue round 1), ``scorer.tile`` (one tile of the fixed grid), and
 ``scorer.merge`` (a round's exact merge: the final result, or the next round).
 Plan and merge run before waiting tiles (priority) and never two at once for
-one job (a procrastinate lock).
+one job (a procrastinate lock). Tiles are fair across jobs (start-time fair
+queuing, :meth:`mfr.taskqueue.TaskDeferrer.fair_clock`): a new job's k-th tile
+is ranked beside the k-th waiting tile of the jobs before it, so a large job
+never holds every worker while another participant's job waits.
 
 Deferral is synchronous and takes the caller's connection, so a job's rows in
 scoring_* and its tasks appear in one transaction or not at all. The workers'
@@ -39,8 +42,8 @@ class Deferrer(TaskDeferrer):
     """Puts tasks on the queue and takes them off, inside the caller's transaction."""
 
     def _configure(self, task: str, conn: psycopg.Connection, **options: Any):
-        return self.app.configure_task(task, queue=QUEUE, priority=PRIORITY[task],
-                                       connection=conn, **options)
+        options.setdefault("priority", PRIORITY[task])
+        return self.app.configure_task(task, queue=QUEUE, connection=conn, **options)
 
     def plan(self, conn: psycopg.Connection, job_id: str) -> int:
         return self._configure(PLAN, conn, lock=coordination_lock(job_id)).defer(job_id=job_id)
@@ -49,8 +52,9 @@ class Deferrer(TaskDeferrer):
               count: int) -> list[int]:
         if count == 0:
             return []
-        return self._configure(TILE, conn).batch_defer(
-            *({"job_id": job_id, "round": round_number, "ordinal": i} for i in range(count)))
+        clock = self.fair_clock(conn, QUEUE, TILE)
+        return [self._configure(TILE, conn, priority=-(clock + i)).defer(
+                    job_id=job_id, round=round_number, ordinal=i) for i in range(count)]
 
     def merge(self, conn: psycopg.Connection, job_id: str, round_number: int) -> int:
         return self._configure(MERGE, conn, lock=coordination_lock(job_id)).defer(

@@ -7,6 +7,7 @@ scorer workers (services/scorer/worker/). docs/scoring-service.md has the design
 from __future__ import annotations
 
 from mfr.db.pool import open_pool, ping
+from mfr.health import Readiness
 from mfr.queue_depth import export_queue_depth
 from mfr.rpc.process import Process, serve
 from mfr.scorer.v1 import scorer_pb2_grpc
@@ -28,7 +29,7 @@ def build(settings: ScorerSettings) -> Process:
     return Process(
         servicers=[(scorer_pb2_grpc.add_ScorerServiceServicer_to_server, ScorerServicer(control),
                     "mfr.scorer.v1.ScorerService")],
-        ready=lambda: ping(pool) and store.ready(),
+        ready=Readiness({"postgres": lambda: ping(pool), "s3": store.ready}),
         on_stop=pool.close,
     )
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import onnxruntime as ort
-from pydantic import Field, PositiveFloat, PositiveInt
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
 from mfr.settings import (
     GRPC_PORTS,
@@ -11,12 +11,16 @@ from mfr.settings import (
     CacheSettings,
     ChallengeSettings,
     ServiceSettings,
+    ServiceTokenSettings,
     StorageSettings,
 )
-from services.validator.sandbox import SandboxLimits, default_threads
+from services.validator.budget import BudgetPolicy
+from services.validator.sandbox import SandboxLimits, default_concurrency, default_threads
 from services.validator.validator import ValidatorOptions
 
 MIB = 1024 * 1024
+# Server threads kept free of Validate calls: health checks, reflection.
+SPARE_SERVER_THREADS = 4
 
 
 class ModelCheckSettings(CacheSettings):
@@ -24,9 +28,13 @@ class ModelCheckSettings(CacheSettings):
 
     latency_factor: PositiveFloat | None = None
     validator_memory_mb: PositiveInt = 6144
-    validator_timeout_s: PositiveFloat = 300.0
-    validator_threads: int = Field(default=0, ge=0)  # 0: the usable CPUs, at most 8
-    validator_concurrency: PositiveInt = 1
+    # The ceiling of every validation's time budget (services/validator/budget.py).
+    validator_timeout_s: PositiveFloat = 900.0
+    validator_min_timeout_s: PositiveFloat = 30.0  # the budget's floor
+    validator_time_safety: float = Field(default=3.0, ge=1.0)
+    validator_concurrency: NonNegativeInt = 0  # 0: from the machine (sandbox.py)
+    validator_waiting: NonNegativeInt | None = None  # None: as many as run at once
+    validator_threads: NonNegativeInt = 0  # 0: the usable CPUs // concurrency, at most 8
     # "auto": CUDA when this onnxruntime has it, else CPU; or a comma-separated list.
     validator_providers: str = "auto"
 
@@ -37,18 +45,34 @@ class ModelCheckSettings(CacheSettings):
             return ("CUDAExecutionProvider", "CPUExecutionProvider")
         return ("CPUExecutionProvider",)
 
+    def concurrency(self) -> int:
+        return self.validator_concurrency or default_concurrency()
+
     def options(self) -> ValidatorOptions:
+        concurrency = self.concurrency()
         limits = SandboxLimits(
             memory_bytes=self.validator_memory_mb * MIB,
             wall_seconds=self.validator_timeout_s,
-            threads=self.validator_threads or default_threads(),
+            threads=self.validator_threads or default_threads(concurrency),
             providers=self.providers(),
         )
-        return ValidatorOptions(limits=limits, max_concurrent=self.validator_concurrency)
+        budget = BudgetPolicy(safety=self.validator_time_safety,
+                              floor_s=self.validator_min_timeout_s)
+        return ValidatorOptions(limits=limits, budget=budget, max_concurrent=concurrency,
+                                max_waiting=self.validator_waiting)
 
 
-class ValidatorSettings(ServiceSettings, StorageSettings, ChallengeSettings, ModelCheckSettings):
+class ValidatorSettings(ServiceSettings, ServiceTokenSettings, StorageSettings, ChallengeSettings,
+                        ModelCheckSettings):
     """The validator process: no database (it reads uploads and writes models in S3 only)."""
 
     grpc_port: int = GRPC_PORTS["validator"]
     metrics_port: int = METRICS_PORTS["validator"]
+
+    @model_validator(mode="after")
+    def _threads_for_every_call(self) -> ValidatorSettings:
+        # Every Validate call admitted (running or waiting) holds a server thread;
+        # health checks must still find one, or a busy validator looks dead.
+        needed = self.options().admitted + SPARE_SERVER_THREADS
+        self.max_workers = max(self.max_workers, needed)
+        return self

@@ -25,6 +25,7 @@ from pathlib import Path
 from mfr.confine import describe_exit, forkserver, log_tail, out_of_memory
 from mfr.cpus import usable_cpus
 from mfr.modelcheck.report import ERROR_CODES, WARNING_CODES, Finding
+from services.validator.budget import TimeBudget
 from services.validator.probe import CHILD_LOG, ProbeJob, child_main
 
 GIB = 1024**3
@@ -51,9 +52,22 @@ _LOADING = {"start", "parse", "analyse", "load"}
 Observer = Callable[[str, int], None]  # (stage, child pid)
 
 
-def default_threads() -> int:
-    """onnxruntime intra-op threads: the CPUs this process may use, at most 8."""
-    return min(usable_cpus(), 8)
+# The cores one validation gets when the machine has plenty: enough for a
+# stable latency figure, few enough that several validations run at once.
+THREADS_PER_VALIDATION = 4
+MAX_AUTO_CONCURRENCY = 8  # each child may take MFR_VALIDATOR_MEMORY_MB
+
+
+def default_concurrency() -> int:
+    """Validations at once: the usable CPUs // 4, at least 2 (a hanging model must not
+    hold the only slot), at most 8."""
+    return max(2, min(MAX_AUTO_CONCURRENCY, usable_cpus() // THREADS_PER_VALIDATION))
+
+
+def default_threads(concurrency: int = 1) -> int:
+    """onnxruntime intra-op threads: the usable CPUs shared by ``concurrency`` validations
+    (no oversubscription while they all run), at least 1, at most 8."""
+    return max(1, min(usable_cpus() // max(1, concurrency), 8))
 
 
 @dataclass(frozen=True)
@@ -61,7 +75,8 @@ class SandboxLimits:
     """What one validation may use. Participants' latency is measured with ``threads``."""
 
     memory_bytes: int = 6 * GIB
-    wall_seconds: float = 300.0
+    # The hard wall limit of one child: the ceiling of every validation's time budget.
+    wall_seconds: float = 900.0
     threads: int = field(default_factory=default_threads)
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
 
@@ -96,7 +111,8 @@ class Sandbox:
             **extra,
         )
 
-    def run(self, job: ProbeJob) -> ProbeResult:
+    def run(self, job: ProbeJob, budget: TimeBudget | None = None) -> ProbeResult:
+        """Run ``job``; the child is killed after ``budget`` (else the wall limit)."""
         ctx = forkserver("services.validator.probe")
         receiver, sender = ctx.Pipe(duplex=False)
         process = ctx.Process(target=child_main, args=(job, sender), daemon=True,
@@ -104,7 +120,8 @@ class Sandbox:
         result = ProbeResult()
         process.start()
         sender.close()
-        deadline = time.monotonic() + self.limits.wall_seconds
+        wall = budget.seconds if budget else self.limits.wall_seconds
+        deadline = time.monotonic() + wall
         timed_out = killed = False
         try:
             while True:
@@ -132,7 +149,7 @@ class Sandbox:
             receiver.close()
         if not result.completed:
             exitcode = None if killed and not timed_out else process.exitcode
-            self._explain(result, exitcode, timed_out, Path(job.workdir), job)
+            self._explain(result, exitcode, timed_out, Path(job.workdir), job, budget)
         return result
 
     def _absorb(self, raw: bytes, result: ProbeResult, pid: int | None) -> bool:
@@ -167,8 +184,16 @@ class Sandbox:
         return False
 
     def _explain(self, result: ProbeResult, exitcode: int | None, timed_out: bool,
-                 workdir: Path, job: ProbeJob) -> None:
+                 workdir: Path, job: ProbeJob, budget: TimeBudget | None) -> None:
         doing = STAGES[result.stage]
+        if timed_out and budget:
+            result.errors.append(Finding(
+                "timeout",
+                f"validation did not finish within its time budget of {budget.seconds:.1f} s "
+                f"(stopped while {doing}); the budget is {budget.derivation()}; "
+                "the model is too slow or hangs",
+            ))  # fmt: skip
+            return
         if timed_out:
             result.errors.append(Finding(
                 "timeout",

@@ -9,6 +9,7 @@ object store answers.
 from __future__ import annotations
 
 from mfr.challenge import load_challenge
+from mfr.health import Readiness
 from mfr.rpc.process import Process, Warmup, serve
 from mfr.storage import ObjectStore
 from mfr.validator.v1 import validator_pb2_grpc
@@ -36,7 +37,7 @@ def build(settings: ValidatorSettings) -> Process:
     return Process(
         servicers=[(validator_pb2_grpc.add_ValidatorServiceServicer_to_server, servicer,
                     SERVICE_NAME)],
-        ready=lambda: calibration.ready() and store.ready(),
+        ready=Readiness({calibration.name: calibration.ready, "s3": store.ready}),
     )
 
 

@@ -19,6 +19,7 @@ from mfr.challenge import Track
 from mfr.errors import Unavailable
 from mfr.modelcheck.archive import MIB, ZipPolicy, open_upload
 from mfr.modelcheck.report import ValidationReport
+from services.validator.budget import BudgetPolicy, time_budget
 from services.validator.latency import LatencyCalibrator, LatencyScale
 from services.validator.probe import DYNAMIC_MODEL, LATENCY_RANK, LATENCY_RUNS
 from services.validator.sandbox import Observer, Sandbox, SandboxLimits
@@ -28,10 +29,20 @@ from services.validator.sandbox import Observer, Sandbox, SandboxLimits
 class ValidatorOptions:
     limits: SandboxLimits = field(default_factory=SandboxLimits)
     zip_policy: ZipPolicy = field(default_factory=ZipPolicy)
-    # Validations running at once; more wait their turn (each gets its own
-    # child with the full limits, so this bounds the machine's load).
+    budget: BudgetPolicy = field(default_factory=BudgetPolicy)
+    # Validations running at once (each a child with the full limits, so this
+    # bounds the machine's load); up to ``max_waiting`` more wait their turn,
+    # further ones are refused at once (``validator_busy``, the caller retries)
+    # rather than holding a server thread that health checks need.
     max_concurrent: int = 1
+    max_waiting: int | None = None  # None: as many as max_concurrent
     work_root: Path | None = None
+
+    @property
+    def admitted(self) -> int:
+        """Validations running or waiting at most."""
+        waiting = self.max_concurrent if self.max_waiting is None else self.max_waiting
+        return self.max_concurrent + waiting
 
 
 class Validator:
@@ -47,6 +58,7 @@ class Validator:
         self.sandbox = Sandbox(self.options.limits, observer)
         self.calibrator = calibrator
         self._slots = threading.BoundedSemaphore(self.options.max_concurrent)
+        self._admitted = threading.BoundedSemaphore(self.options.admitted)
 
     @classmethod
     def create(
@@ -84,46 +96,61 @@ class Validator:
             latency_factor=scale.factor,
             latency_limit_ms=scale.limit_ms(track.max_latency_ms),
         )
-        with self._slots, tempfile.TemporaryDirectory(
-            prefix="mfr-validate-", dir=self.options.work_root
-        ) as tmp:
-            # Absolute paths: the child works in an empty directory of its own.
-            workdir = Path(tmp).resolve()
-            model = open_upload(
-                Path(upload).resolve(), workdir, track.max_model_bytes, report,
-                self.options.zip_policy,
-            )
-            if model is None:
-                return report.finish()
-            report.model_size_mb = model.size / MIB
-            if model.size > track.max_model_bytes:
-                report.add_error(
-                    "model_too_large",
-                    f"model.onnx is {model.size / MIB:.3f} MB; the track allows "
-                    f"{track.max_model_bytes / MIB:.3f} MB",
-                )
-                return report.finish()
-            report.model_sha256 = _sha256(model.model_path)
-            result = self.sandbox.run(
-                self.sandbox.job(model.model_path, workdir, track.max_feature_dim,
-                                 embed_batch_sizes=tuple(batch_sizes))
-            )
-            report.errors.extend(result.errors)
-            report.warnings.extend(result.warnings)
-            facts = result.facts
-            report.input_mean = facts.get("input_mean", report.input_mean)
-            report.input_std = facts.get("input_std", report.input_std)
-            report.feature_dim = facts.get("feature_dim", 0)
-            if "latency_ms" in facts:
-                report.latency_ms = facts["latency_ms"]
-                if report.latency_ms > report.latency_limit_ms:
-                    report.add_error("latency", _latency_message(report, track, scale))
-            report.finish()
-            if report.ok and model_out is not None:
-                evaluated = workdir / facts.get("evaluated_model", "")
-                source = evaluated if facts.get("evaluated_model") == DYNAMIC_MODEL else model.model_path
-                shutil.copyfile(source, model_out)
+        if not self._admitted.acquire(blocking=False):
+            raise Unavailable(
+                f"the validator is busy ({self.options.max_concurrent} validations running, "
+                "as many waiting); try again shortly", code="validator_busy")
+        try:
+            with self._slots, tempfile.TemporaryDirectory(
+                prefix="mfr-validate-", dir=self.options.work_root
+            ) as tmp:
+                # Absolute paths: the child works in an empty directory of its own.
+                self._check(Path(upload).resolve(), Path(tmp).resolve(), track, scale, report,
+                            model_out, tuple(batch_sizes))
+        finally:
+            self._admitted.release()
         return report
+
+    def _check(self, upload: Path, workdir: Path, track: Track, scale: LatencyScale,
+               report: ValidationReport, model_out: Path | None,
+               batch_sizes: tuple[int, ...]) -> None:
+        model = open_upload(upload, workdir, track.max_model_bytes, report,
+                            self.options.zip_policy)
+        if model is None:
+            report.finish()
+            return
+        report.model_size_mb = model.size / MIB
+        if model.size > track.max_model_bytes:
+            report.add_error(
+                "model_too_large",
+                f"model.onnx is {model.size / MIB:.3f} MB; the track allows "
+                f"{track.max_model_bytes / MIB:.3f} MB",
+            )
+            report.finish()
+            return
+        report.model_sha256 = _sha256(model.model_path)
+        budget = time_budget(self.options.budget, report.latency_limit_ms, report.model_size_mb,
+                             batch_sizes, self.options.limits.wall_seconds)
+        result = self.sandbox.run(
+            self.sandbox.job(model.model_path, workdir, track.max_feature_dim,
+                             embed_batch_sizes=batch_sizes),
+            budget,
+        )
+        report.errors.extend(result.errors)
+        report.warnings.extend(result.warnings)
+        facts = result.facts
+        report.input_mean = facts.get("input_mean", report.input_mean)
+        report.input_std = facts.get("input_std", report.input_std)
+        report.feature_dim = facts.get("feature_dim", 0)
+        if "latency_ms" in facts:
+            report.latency_ms = facts["latency_ms"]
+            if report.latency_ms > report.latency_limit_ms:
+                report.add_error("latency", _latency_message(report, track, scale))
+        report.finish()
+        if report.ok and model_out is not None:
+            evaluated = workdir / facts.get("evaluated_model", "")
+            source = evaluated if facts.get("evaluated_model") == DYNAMIC_MODEL else model.model_path
+            shutil.copyfile(source, model_out)
 
 
 def _latency_message(report: ValidationReport, track: Track, scale: LatencyScale) -> str:

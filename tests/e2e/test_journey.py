@@ -35,6 +35,7 @@ class Journey:
     models: dict[str, Path]
     env: dict[str, str]
     ranker_addr: str
+    service_token: str  # internal gRPC calls (the ranker's)
 
     def at(self, when: datetime) -> None:
         self.clock_file.write_text(when.isoformat())
@@ -87,7 +88,8 @@ def journey(tmp_path_factory):
     try:
         addresses = stack.start()
         yield Journey(addresses["gateway"], stack.env["MFR_ADMIN_TOKEN"], clock_file, models,
-                      {"MFR_CONFIG_DIR": str(root / "config")}, stack.env["MFR_RANKER_ADDR"])
+                      {"MFR_CONFIG_DIR": str(root / "config")}, stack.env["MFR_RANKER_ADDR"],
+                      stack.env["MFR_SERVICE_TOKEN"])
     finally:
         stack.stop()
 
@@ -197,7 +199,7 @@ def test_ranker_grpc_mirrors_the_http_board(journey):
     from mfr.rpc.client import channel
 
     http_board = journey.client().leaderboard("A")
-    with channel(journey.ranker_addr) as ch:
+    with channel(journey.ranker_addr, journey.service_token) as ch:
         board = ranker_pb2_grpc.RankerServiceStub(ch).GetLeaderboard(
             ranker_pb2.GetLeaderboardRequest(track_id="A"), timeout=10)
     assert [e.submission_id for e in board.entries] == \

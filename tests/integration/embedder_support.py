@@ -21,7 +21,7 @@ from mfr.onnxzoo import build_tiny_model
 from mfr.rpc.client import channel
 from mfr.testset.store import upload_testset
 from mfr.testset.synth import synth_testset
-from tests.rpc_support import FINISHED, serving
+from tests.rpc_support import FINISHED, SERVICE_TOKEN, serving
 from tests.worker_support import Workers
 
 # Fast failure detection: heartbeats every 0.5 s, a worker lost after 3 s.
@@ -105,7 +105,7 @@ def embedding(db_pool, object_store, service_env, tmp_path, small_testset):
     with serving((embedder_pb2_grpc.add_EmbedderServiceServicer_to_server,
                   EmbedderServicer(control), "mfr.embedder.v1.EmbedderService"),
                  name="embedder-test") as server, \
-            channel(f"127.0.0.1:{server.port}") as ch:
+            channel(f"127.0.0.1:{server.port}", SERVICE_TOKEN) as ch:
         api = EmbedderApi(embedder_pb2_grpc.EmbedderServiceStub(ch), object_store,
                           small_testset.id)
         yield api, workers, db_pool

@@ -8,16 +8,13 @@ make a peer fail, stall or crash on purpose.
 
 from __future__ import annotations
 
-import threading
 import time
 from datetime import timedelta
 
 import pytest
 
 from mfr.challenge import load_challenge, served_challenge
-from mfr.common.v1 import types_pb2
-from mfr.embedder.v1 import embedder_pb2, embedder_pb2_grpc
-from mfr.errors import Unavailable
+from mfr.embedder.v1 import embedder_pb2_grpc
 from mfr.ranker.v1 import ranker_pb2_grpc
 from mfr.records import lifecycle
 from mfr.records.boards import Leaderboards
@@ -25,107 +22,19 @@ from mfr.records.leases import Leases
 from mfr.records.results import Results
 from mfr.rpc.client import channel
 from mfr.rpc.peers import Peers
-from mfr.scorer.v1 import scorer_pb2, scorer_pb2_grpc
-from mfr.validator.v1 import validator_pb2, validator_pb2_grpc
+from mfr.scorer.v1 import scorer_pb2_grpc
+from mfr.validator.v1 import validator_pb2_grpc
 from services.dispatcher.config import DispatchTuning
 from services.dispatcher.dispatcher import Dispatcher
 from services.dispatcher.stages import StageContext, Stages
 from services.ranker.servicer import RankerServicer
 from services.ranker.watch import BoardWatcher
-from tests.journey_support import add_participant, add_submission, built_in_scores
-from tests.rpc_support import serving
+from tests.integration.dispatcher_support import FakeEmbedder, FakeScorer, FakeValidator
+from tests.journey_support import add_participant, add_submission
+from tests.rpc_support import SERVICE_TOKEN, serving
 from tests.worker_support import wait_for
 
 pytestmark = pytest.mark.integration
-
-
-class FakeValidator(validator_pb2_grpc.ValidatorServiceServicer):
-    def __init__(self) -> None:
-        self.calls = 0
-        self.unavailable = 0  # fail this many calls with UNAVAILABLE first
-        self.reject = False
-
-    def Validate(self, request, context):
-        self.calls += 1
-        if self.calls <= self.unavailable:
-            raise Unavailable("validator warming up")
-        report = types_pb2.ValidationReport(ok=not self.reject, track_id=request.track_id,
-                                            feature_dim=512, model_size_mb=1.5, latency_ms=2.25,
-                                            input_mean=0.0, input_std=1.0, model_sha256="ab12")
-        if self.reject:
-            report.errors.add(code="weight_dtype", message="initializer w is float16")
-            return validator_pb2.ValidateResponse(report=report)
-        return validator_pb2.ValidateResponse(report=report, model=request.extracted_model)
-
-
-class FakeEmbedder(embedder_pb2_grpc.EmbedderServiceServicer):
-    def __init__(self) -> None:
-        self.requests: list = []
-        self.block = threading.Event()  # set: the job runs until cancelled
-        self.cancelled = threading.Event()
-
-    def SubmitJob(self, request, context):
-        self.requests.append(request)
-        return embedder_pb2.Job(job_id=request.job_id, state=types_pb2.JOB_STATE_QUEUED)
-
-    def _job(self, job_id):
-        request = next(r for r in reversed(self.requests) if r.job_id == job_id)
-        if self.cancelled.is_set():
-            return embedder_pb2.Job(job_id=job_id, state=types_pb2.JOB_STATE_CANCELLED)
-        if self.block.is_set():
-            return embedder_pb2.Job(job_id=job_id, state=types_pb2.JOB_STATE_RUNNING,
-                                    progress=types_pb2.Progress(done=1, total=2, unit="images"))
-        return embedder_pb2.Job(
-            job_id=job_id, state=types_pb2.JOB_STATE_DONE, shards_done=2, shards_total=2,
-            features=request.features, feature_dim=512,
-            runtime=embedder_pb2.Runtime(name="onnxruntime-cpu", version="onnxruntime 1.0",
-                                         device="CPU, 1 threads", batch_size=32))
-
-    def WatchJob(self, request, context):
-        while True:
-            job = self._job(request.job_id)
-            yield job
-            if job.state != types_pb2.JOB_STATE_RUNNING or not context.is_active():
-                return
-            time.sleep(0.05)
-
-    def GetJob(self, request, context):
-        return self._job(request.job_id)
-
-    def CancelJob(self, request, context):
-        self.cancelled.set()
-        return self._job(request.job_id)
-
-
-class FakeScorer(scorer_pb2_grpc.ScorerServiceServicer):
-    def __init__(self) -> None:
-        self.jobs: dict[str, scorer_pb2.SubmitJobRequest] = {}
-        self.fail = False
-
-    def SubmitJob(self, request, context):
-        self.jobs.setdefault(request.job_id, request)
-        return scorer_pb2.Job(job_id=request.job_id, state=types_pb2.JOB_STATE_QUEUED)
-
-    def _done(self, job_id):
-        if self.fail:
-            return scorer_pb2.Job(job_id=job_id, state=types_pb2.JOB_STATE_FAILED,
-                                  error="features hold NaN rows only", error_code="features_invalid")
-        job = scorer_pb2.Job(job_id=job_id, state=types_pb2.JOB_STATE_DONE)
-        for pid, s in built_in_scores((3, 4), (1, 2)).items():
-            roc = [types_pb2.RocPoint(**p) for p in s.pop("roc")]
-            job.scores.append(types_pb2.ProtocolScore(protocol_id=pid, roc=roc, **s))
-        return job
-
-    def WatchJob(self, request, context):
-        yield scorer_pb2.Job(job_id=request.job_id, state=types_pb2.JOB_STATE_RUNNING,
-                             progress=types_pb2.Progress(done=3, total=9, unit="tiles"))
-        yield self._done(request.job_id)
-
-    def GetJob(self, request, context):
-        return self._done(request.job_id)
-
-    def CancelJob(self, request, context):
-        return scorer_pb2.Job(job_id=request.job_id, state=types_pb2.JOB_STATE_CANCELLED)
 
 
 @pytest.fixture
@@ -144,7 +53,7 @@ def rig(db_pool, object_store):
                  (ranker_pb2_grpc.add_RankerServiceServicer_to_server, ranker,
                   "mfr.ranker.v1.RankerService"),
                  name="peers-test", max_workers=16) as server:
-        ch = channel(f"127.0.0.1:{server.port}")
+        ch = channel(f"127.0.0.1:{server.port}", SERVICE_TOKEN)
         yield _dispatcher_factory(db_pool, object_store, ch), fakes, db_pool
         ch.close()
 
@@ -252,16 +161,53 @@ def test_a_service_that_stays_down_fails_with_a_readable_reason(rig):
     row = _row(pool, sid)
     assert row["state"] == "failed" and row["error_code"] == "unavailable"
     assert "gave up after 2 attempts" in row["error"] and "validator warming up" in row["error"]
+    assert _quota_used(pool, sid) == 0  # a platform failure: the slot is given back
 
 
-def test_a_failed_scoring_job_fails_the_submission_at_once(rig):
+def test_a_job_the_model_made_fail_fails_the_submission_at_once(rig):
     make, fakes, pool = rig
-    fakes["scorer"].fail = True
+    fakes["scorer"].fail = ["run_failed"]
     sid = _queued(pool)
     assert make().run_once().kind == "failed"
     row = _row(pool, sid)
-    assert row["state"] == "failed" and row["error_code"] == "features_invalid"
-    assert row["error"] == "scoring failed: features hold NaN rows only"
+    assert row["state"] == "failed" and row["error_code"] == "run_failed"
+    assert row["error"] == "scoring failed: it went wrong (run_failed)"
+    assert _quota_used(pool, sid) == 1  # the model's fault: the slot stays spent
+
+
+def test_a_platform_fault_is_retried_with_a_new_job_and_costs_nothing(rig):
+    make, fakes, pool = rig
+    fakes["scorer"].fail = ["tile_failed", "shard_failed"]
+    sid = _queued(pool)
+    outcomes = _drain(make())
+    assert [o.kind for o in outcomes] == ["retry", "retry", "done"]
+    assert list(fakes["scorer"].jobs) == [sid, f"{sid}-retry1", f"{sid}-retry2"]
+    row = _row(pool, sid)
+    assert row["state"] == "scored" and row["retries"] == 2
+    assert row["ranking_exact"] == "9/16"
+    assert row["attempts"] == 1  # platform retries do not use up the transient attempts
+
+
+def test_a_platform_fault_that_persists_fails_and_gives_the_slot_back(rig):
+    make, fakes, pool = rig
+    fakes["scorer"].fail = ["tile_failed"] * 3
+    sid = _queued(pool)
+    outcomes = _drain(make(platform_retries=2))
+    row = _row(pool, sid)
+    assert row["state"] == "failed" and row["error_code"] == "tile_failed"
+    assert "platform fault, after 2 retries" in row["error"]
+    assert [o.kind for o in outcomes] == ["retry", "retry", "failed"]
+    assert _quota_used(pool, sid) == 0  # the platform's fault: the slot is given back
+
+
+def _quota_used(pool, sid) -> int:
+    from mfr.records.submissions import count_for_day
+
+    with pool.connection() as conn:
+        row = conn.execute("SELECT participant_id, challenge_id, quota_day FROM submissions"
+                           " WHERE id = %s", (sid,)).fetchone()
+        return count_for_day(conn, row["challenge_id"], row["participant_id"],
+                             row["quota_day"])["counted"]
 
 
 def test_another_dispatcher_resumes_a_crashed_ones_work(rig):
@@ -320,7 +266,9 @@ def test_a_stopping_dispatcher_leaves_the_embedding_running_for_the_next_one(rig
     finally:
         first.stop()  # a graceful stop (a rolling update): gives the submission back
     assert not fakes["embedder"].cancelled.is_set()
-    assert _row(pool, sid)["state"] == "embedding" and _row(pool, sid)["lease_owner"] is None
+    row = _row(pool, sid)
+    assert row["state"] == "embedding" and row["lease_owner"] is None
+    assert row["attempts"] == 0  # letting go on a stop uses up no attempt
     fakes["embedder"].block.clear()
     assert make("dispatcher-2").run_once().kind == "done"  # re-attaches to the same job
     assert {r.job_id for r in fakes["embedder"].requests} == {sid}
@@ -338,6 +286,24 @@ def test_rerun_runs_again_under_a_new_job_id(rig):
     assert row["state"] == "scored" and row["run"] == 2
     assert list(fakes["scorer"].jobs) == [sid, f"{sid}-run2"]
     assert fakes["embedder"].requests[1].features.key == f"features/{sid}-run2.npy"
+
+
+def test_a_participant_with_work_in_flight_waits_behind_one_without(rig):
+    _make, _, pool = rig
+    from tests.journey_support import T0
+    with pool.connection() as conn:
+        busy, _ = add_participant(conn, "Busy")
+        calm, _ = add_participant(conn, "Calm")
+        # Busy uploaded three models first; one of them is hanging in validation.
+        first, second, third = (add_submission(conn, busy, state="queued",
+                                               created_at=T0 + timedelta(minutes=m))
+                                for m in (0, 1, 2))
+        late = add_submission(conn, calm, state="queued", created_at=T0 + timedelta(hours=1))
+    leases = Leases(pool, "probe", 30)
+    assert leases.claim().id == first
+    assert leases.claim().id == late  # Busy holds a slot: Calm goes first, though later
+    assert leases.claim().id == second
+    assert leases.claim().id == third
 
 
 def test_oldest_first_and_backoff_is_respected(rig):

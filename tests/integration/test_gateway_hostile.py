@@ -101,12 +101,16 @@ def test_endless_part_header_is_cut_off(object_store):
     assert sent["bytes"] <= 2 * MIB
 
 
-@pytest.mark.parametrize("name", ["nul\x00byte", "   ", "esc\x1b[2Jclear", "two\nlines"])
-def test_names_with_control_characters_or_blank_are_422(gateway, name):
+@pytest.mark.parametrize(("name", "code"), [("nul\x00byte", "invalid_characters"),
+                                           ("   ", "invalid_input"),
+                                           ("esc\x1b[2Jclear", "invalid_characters"),
+                                           ("two\nlines", "invalid_characters"),
+                                           ("c1\x85control", "invalid_characters")])
+def test_names_with_control_characters_or_blank_are_422(gateway, name, code):
     client, _ = gateway
     reply = signup(client, name)
     assert reply.status_code == 422, reply.text
-    assert reply.json()["error"]["code"] == "invalid_input"
+    assert reply.json()["error"]["code"] == code
     assert "Traceback" not in reply.text and "psycopg" not in reply.text
 
 

@@ -148,13 +148,48 @@ def test_fourth_submission_of_the_day_is_refused_and_the_next_day_accepted(gatew
     # A submission the validator rejected gives its slot back.
     with pool.connection() as conn:
         conn.execute("UPDATE submissions SET state = 'rejected' WHERE id = %s", (ids[0],))
+    ids.append(submit(client, token).json()["id"])
+    assert submit(client, token).status_code == 429
+    # So does one that failed for a platform reason; one the model made fail does not.
+    with pool.connection() as conn:
+        conn.execute("UPDATE submissions SET state = 'failed', error_code = 'run_failed'"
+                     " WHERE id = %s", (ids[1],))
+        conn.execute("UPDATE submissions SET state = 'failed', error_code = 'tile_failed'"
+                     " WHERE id = %s", (ids[2],))
+    assert client.get("/v1/quota", headers=auth).json()["used"] == 2
     assert submit(client, token).status_code == 202
     assert submit(client, token).status_code == 429
     clock.now = T0 + timedelta(hours=12)  # midnight UTC: a new day
     quota = client.get("/v1/quota", headers=auth).json()
     assert quota == {"limit": 3, "used": 0, "remaining": 3, "day": "2021-07-02",
-                     "resets_at": "2021-07-03T00:00:00+00:00"}
+                     "resets_at": "2021-07-03T00:00:00+00:00", "rejected": 0,
+                     "rejected_limit": 10}
     assert submit(client, token).status_code == 202
+
+
+def test_rejected_uploads_are_free_but_limited_per_day(db_pool, object_store):
+    from dataclasses import replace
+
+    challenge = replace(make_challenge(max_model_mb=2), daily_rejected_limit=2)
+    clock = FakeClock(T0)
+    app = create_app(db_pool, object_store, challenge, clock=clock, admin_token=ADMIN)
+    with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+        token = signup(client)["token"]
+        auth = {"Authorization": f"Bearer {token}"}
+        for _ in range(2):
+            sid = submit(client, token).json()["id"]
+            with db_pool.connection() as conn:
+                conn.execute("UPDATE submissions SET state = 'rejected' WHERE id = %s", (sid,))
+        quota = client.get("/v1/quota", headers=auth).json()
+        assert (quota["used"], quota["rejected"], quota["rejected_limit"]) == (0, 2, 2)
+        refused = submit(client, token)
+        assert refused.status_code == 429
+        assert refused.json()["error"]["code"] == "rejected_limit"
+        assert int(refused.headers["Retry-After"]) == 12 * 3600
+        other = signup(client, "Bo")["token"]  # the limit is per participant
+        assert submit(client, other).status_code == 202
+        clock.now = T0 + timedelta(hours=12)  # a new day
+        assert submit(client, token).status_code == 202
 
 
 def test_the_day_follows_the_challenge_time_zone(db_pool, object_store):

@@ -19,7 +19,7 @@ from mfr.rpc.interceptors import error_code_of
 from services.ranker.servicer import RankerServicer
 from services.ranker.watch import BoardWatcher
 from tests.journey_support import T0, FakeClock, add_participant, add_submission, built_in_scores
-from tests.rpc_support import serving
+from tests.rpc_support import SERVICE_TOKEN, serving
 
 pytestmark = pytest.mark.integration
 ADMIN = "organiser-secret"
@@ -34,7 +34,7 @@ def ranker(db_pool):
                               BoardWatcher(boards, poll_s=30, tick_s=0.1), admin_token=ADMIN)
     with serving((ranker_pb2_grpc.add_RankerServiceServicer_to_server, servicer,
                   "mfr.ranker.v1.RankerService"), name="ranker-test") as server:
-        ch = channel(f"127.0.0.1:{server.port}")
+        ch = channel(f"127.0.0.1:{server.port}", SERVICE_TOKEN)
         yield ranker_pb2_grpc.RankerServiceStub(ch), clock, boards
         ch.close()
 

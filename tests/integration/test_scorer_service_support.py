@@ -30,7 +30,7 @@ from mfr.manifest import Manifest
 from mfr.rpc.client import channel, health_status
 from mfr.scorer.v1 import scorer_pb2, scorer_pb2_grpc
 from mfr.testset.format import INFO_NAME, MANIFEST_NAME, TestSetWriter
-from tests.rpc_support import FINISHED, serving
+from tests.rpc_support import FINISHED, SERVICE_TOKEN, serving
 from tests.worker_support import Workers
 
 TILE_SIZE = 96
@@ -175,7 +175,7 @@ def start_api(db_pool, object_store, watch_poll_s: float = 0.2) -> ScorerApi:
     server = stack.enter_context(serving(
         (scorer_pb2_grpc.add_ScorerServiceServicer_to_server, ScorerServicer(service),
          "mfr.scorer.v1.ScorerService"), name="scorer-test"))
-    ch = stack.enter_context(channel(f"127.0.0.1:{server.port}"))
+    ch = stack.enter_context(channel(f"127.0.0.1:{server.port}", SERVICE_TOKEN))
     return ScorerApi(scorer_pb2_grpc.ScorerServiceStub(ch), object_store, stack.close)
 
 
@@ -202,7 +202,7 @@ def start_api_process(service_env: dict, object_store, log: Path) -> ScorerApi:
             process.kill()
             process.wait()
 
-    stub = scorer_pb2_grpc.ScorerServiceStub(channel(f"127.0.0.1:{port}"))
+    stub = scorer_pb2_grpc.ScorerServiceStub(channel(f"127.0.0.1:{port}", SERVICE_TOKEN))
     return ScorerApi(stub, object_store, close)
 
 

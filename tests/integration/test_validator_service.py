@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from pathlib import Path
 
 import grpc
@@ -17,16 +18,17 @@ import pytest
 
 from mfr.challenge import load_challenge
 from mfr.common.v1 import types_pb2
-from mfr.onnxzoo import build_tiny_model
+from mfr.onnxzoo import build_tiny_model, hostile
 from mfr.onnxzoo.corpus import CASES, Case
 from mfr.rpc.client import channel, health_status
 from mfr.rpc.interceptors import error_code_of
 from mfr.validator.v1 import validator_pb2, validator_pb2_grpc
+from services.validator.budget import BudgetPolicy
 from services.validator.sandbox import GIB, SandboxLimits
 from services.validator.server import SERVICE_NAME
 from services.validator.servicer import ValidatorServicer, report_from_proto
 from services.validator.validator import Validator, ValidatorOptions
-from tests.rpc_support import serving
+from tests.rpc_support import SERVICE_TOKEN, serving
 
 pytestmark = pytest.mark.integration
 
@@ -69,7 +71,7 @@ def server(validator: Validator, object_store):
 
 @pytest.fixture
 def stub(server):
-    with channel(f"127.0.0.1:{server.port}") as ch:
+    with channel(f"127.0.0.1:{server.port}", SERVICE_TOKEN) as ch:
         yield validator_pb2_grpc.ValidatorServiceStub(ch)
 
 
@@ -163,3 +165,40 @@ def test_request_errors_map_to_status_codes(stub, object_store, mutate, status, 
         stub.Validate(req)
     assert err.value.code() == status
     assert error_code_of(err.value) == code
+
+
+class Running:
+    """Observer: set once a validation's child starts its timed runs."""
+
+    def __init__(self) -> None:
+        self.timing = threading.Event()
+
+    def __call__(self, stage: str, pid: int) -> None:
+        if stage == "latency":
+            self.timing.set()
+
+
+def test_a_hanging_model_does_not_hold_up_the_next_participant(object_store, tmp_path: Path):
+    # Two at once; the hanging model is stopped at its budget, here the 20 s wall limit.
+    running = Running()
+    options = ValidatorOptions(limits=SandboxLimits(memory_bytes=int(1.5 * GIB),
+                                                    wall_seconds=20.0, threads=1),
+                               budget=BudgetPolicy(floor_s=1.0), max_concurrent=2)
+    validator = Validator.create(tmp_path / "cache", latency_factor=FACTOR, options=options,
+                                 observer=running)
+    servicer = ValidatorServicer(validator, object_store, load_challenge())
+    hang = upload(object_store, "hang/model.onnx", hostile.hang())
+    good = upload(object_store, "good/model.onnx", build_tiny_model().SerializeToString())
+    with serving((validator_pb2_grpc.add_ValidatorServiceServicer_to_server, servicer,
+                  SERVICE_NAME), name="test-validator") as srv, \
+            channel(f"127.0.0.1:{srv.port}", SERVICE_TOKEN) as ch:
+        stub = validator_pb2_grpc.ValidatorServiceStub(ch)
+        hanging = stub.Validate.future(validator_pb2.ValidateRequest(upload=hang, track_id="A"))
+        assert running.timing.wait(15), "the hanging model never started running"
+        served = stub.Validate(validator_pb2.ValidateRequest(upload=good, track_id="A"))
+        assert served.report.ok, served.report.errors
+        assert not hanging.done()  # the good model did not wait for it
+        assert health_status(f"127.0.0.1:{srv.port}", SERVICE_NAME) == "SERVING"
+        stopped = hanging.result(timeout=60).report
+    assert [e.code for e in stopped.errors] == ["timeout"]
+    assert "capped at the validator's limit of 20 s" in stopped.errors[0].message

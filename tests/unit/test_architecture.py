@@ -22,6 +22,7 @@ OWNERS = {
     "scoring_jobs": "services/scorer/jobs.py", "scoring_rounds": "services/scorer/jobs.py",
     "scoring_tiles": "services/scorer/jobs.py",
     "embedding_jobs": "services/embedder/jobs.py", "embedding_shards": "services/embedder/jobs.py",
+    "procrastinate_jobs": "mfr/taskqueue.py",
 }
 
 

@@ -128,13 +128,17 @@ def test_long_running_workloads_have_startup_readiness_and_liveness_probes(rende
         container = _pod_spec(deployments[workload])["containers"][0]
         assert int(_env(container, docs)["MFR_GRPC_PORT"]) == port
         assert port in {p["containerPort"] for p in container["ports"]}
-        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            # Native gRPC health checking, overall status ("").
-            assert container[probe].get("grpc") == {"port": port, "service": ""}, (
+        # Native gRPC health checking: readiness asks for the overall status (""), which
+        # follows PostgreSQL and S3; startup and liveness for "liveness", SERVING while
+        # the process runs (an outage of a dependency restarts nothing).
+        for probe, service in (("startupProbe", "liveness"), ("readinessProbe", ""),
+                               ("livenessProbe", "liveness")):
+            assert container[probe].get("grpc") == {"port": port, "service": service}, (
                 f"{name}: {workload} {probe}")
     gateway = _pod_spec(deployments["gateway"])["containers"][0]
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert gateway[probe]["httpGet"]["path"] == "/healthz"
+    for probe, path in (("startupProbe", "/livez"), ("readinessProbe", "/healthz"),
+                        ("livenessProbe", "/livez")):
+        assert gateway[probe]["httpGet"]["path"] == path
     assert int(_env(gateway, docs)["MFR_GATEWAY_PORT"]) == GATEWAY_PORT
 
 

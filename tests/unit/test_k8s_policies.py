@@ -137,6 +137,22 @@ def test_only_the_workloads_that_use_the_database_get_its_secret_and_its_port(
             assert "mfr-s3" in secrets and {9000, 443} <= ports, f"{workload} needs S3"
 
 
+def test_every_grpc_process_gets_the_service_token_and_the_gateway_does_not(rendering) -> None:
+    name, docs = rendering
+    secrets = _named(docs, "Secret")  # dev generates them; production creates them out of band
+    for workload, deployment in _named(docs, "Deployment").items():
+        env = {v["name"]: v for c in _containers(deployment) for v in c.get("env", [])}
+        if workload not in GRPC_HEALTH_PORTS:
+            # The gateway, facing the internet, calls no service: it does not hold the token.
+            assert "MFR_SERVICE_TOKEN" not in env, f"{name}: {workload}"
+            continue
+        reference = env["MFR_SERVICE_TOKEN"]["valueFrom"]["secretKeyRef"]
+        assert re.sub(r"-[a-z0-9]{10}$", "", reference["name"]) == "mfr-service", workload
+        assert reference["key"] == "token", workload
+        if secrets:
+            assert "token" in secrets[reference["name"]]["data"], f"{name}: {workload}"
+
+
 # --- container images ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.gpu"])

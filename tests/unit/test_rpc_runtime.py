@@ -12,7 +12,7 @@ from mfr import errors
 from mfr.ranker.v1 import ranker_pb2, ranker_pb2_grpc
 from mfr.rpc.client import channel, health_status
 from mfr.rpc.interceptors import error_code_of
-from tests.rpc_support import serving
+from tests.rpc_support import SERVICE_TOKEN, serving
 
 SERVICE = "mfr.ranker.v1.RankerService"
 
@@ -41,7 +41,7 @@ def server():
 
 @pytest.fixture
 def stub(server):
-    with channel(f"127.0.0.1:{server.port}") as ch:
+    with channel(f"127.0.0.1:{server.port}", SERVICE_TOKEN) as ch:
         yield ranker_pb2_grpc.RankerServiceStub(ch)
 
 

@@ -16,6 +16,7 @@ redoes it) and the process exits.
 from __future__ import annotations
 
 from mfr.db.pool import open_pool, ping
+from mfr.health import Readiness
 from mfr.logs import get_logger
 from mfr.queue_depth import export_queue_depth
 from mfr.rpc.process import Process, serve
@@ -74,7 +75,8 @@ def build(settings: EmbedderWorkerSettings) -> Process:
         models.close()
         pool.close()
 
-    return Process(ready=lambda: ping(pool) and store.ready(), background=[worker], on_stop=close)
+    return Process(ready=Readiness({"postgres": lambda: ping(pool), "s3": store.ready}),
+                   background=[worker], on_stop=close)
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from threadpoolctl import threadpool_limits
 
 from mfr.db.pool import open_pool, ping
+from mfr.health import Readiness
 from mfr.logs import get_logger
 from mfr.queue_depth import export_queue_depth
 from mfr.rpc.process import Process, serve
@@ -61,8 +62,8 @@ def build(settings: ScorerWorkerSettings) -> Process:
     export_queue_depth(book.tiles_waiting, QUEUE_TILES)
     log.info("worker configured", worker=name, blas_threads=threads, backend=backend.name,
              tile_size=settings.scorer_tile_size)
-    return Process(ready=lambda: ping(pool) and store.ready(), background=[worker],
-                   on_stop=pool.close)
+    return Process(ready=Readiness({"postgres": lambda: ping(pool), "s3": store.ready}),
+                   background=[worker], on_stop=pool.close)
 
 
 def main() -> None:
