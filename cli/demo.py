@@ -217,7 +217,8 @@ def demo(once: bool, as_json: bool, gateway_port: int, state_dir: Path, scale: f
     from rich.console import Console
 
     from cli.participant import board_table, stdout_console
-    from cli.stack.supervisor import Stack, StackConfig, default_testset
+    from cli.stack.supervisor import Stack, StackConfig
+    from cli.stack.testsets import default_testset
     from mfr.logs import configure_logging
 
     configure_logging("console", "WARNING")  # library logs to stderr; stdout is the result

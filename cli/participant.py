@@ -182,6 +182,9 @@ def _print_result(submission: dict) -> None:
         for column in ("protocol", "TAR %", "FAR", "threshold", "genuine acc.", "impostors acc."):
             table.add_column(column, justify="right" if column != "protocol" else "left")
         for pid, score in submission["scores"].items():
+            if score.get("rate", "tar") != "tar":  # accuracy or TPIR: no TAR counts
+                table.add_row(f"{pid} ({score['rate']})", pct(score[score["rate"]]), "", "", "", "")
+                continue
             threshold = "-inf" if score["threshold"] is None else f"{score['threshold']:.6f}"
             table.add_row(pid, pct(score["tar"]), f"{score['far']:.0e}", threshold,
                           f"{score['genuine_accepted']}/{score['genuine']}",

@@ -1,10 +1,11 @@
-"""``mfr score``: exact TAR@FAR of a feature matrix, offline (DESIGN.md section 7).
+"""``mfr score``: exact rates of a feature matrix, offline (DESIGN.md sections 3.1, 7).
 
     mfr score --challenge C.toml --manifest M.csv --features F.npy [--json] [--roc]
 
 ``--json`` prints the contract document and nothing else on stdout;
 ``--roc`` adds a top-level ``"roc"`` key (TAR at FAR 1e-1 ... target, each
-marked exact or estimated). Without ``--json`` a table is printed. A progress
+marked exact or estimated). Protocol files (``pairs``, ``templates``) are read
+relative to the manifest's folder. Without ``--json`` a table is printed. A progress
 bar goes to stderr when stderr is a terminal. Expected failures print
 ``error[code]: message`` on stderr and exit 2.
 """
@@ -49,10 +50,12 @@ def _load_features(path: str):
 @click.option("--roc", is_flag=True, help="Also report TAR at FAR 1e-1, 1e-2, ... the target.")
 @reports_errors
 def score(challenge_path, manifest_path, features_path, protocols, backend, as_json, roc):
-    """Score features offline: exact TAR@FAR for every protocol."""
+    """Score features offline: the exact rate of every protocol."""
+    from pathlib import Path
+
     from mfr.challenge import load_challenge
     from mfr.manifest import read_manifest
-    from services.scorer.engine import ImageLabels
+    from services.scorer.engine import ImageLabels, read_protocol_files
     from services.scorer.engine import score as run_score
     from services.scorer.engine.universes import select_protocols
 
@@ -62,9 +65,11 @@ def score(challenge_path, manifest_path, features_path, protocols, backend, as_j
     features = _load_features(features_path)
     wanted_tags = {t for p in chosen for t in (p.tag, p.probe, p.gallery) if t}
     labels = ImageLabels.from_manifest(manifest, wanted_tags)
+    image_index = {path: row for row, path in enumerate(manifest.paths)}
+    files = read_protocol_files(chosen, Path(manifest_path).parent, image_index)
     with _progress_bar() as progress:
         report = run_score(features, labels, challenge, protocols=[p.id for p in chosen],
-                           backend=backend, progress=progress)
+                           files=files, backend=backend, progress=progress)
     if as_json:
         click.echo(json.dumps(report.to_json(roc=roc)))
     else:
@@ -107,11 +112,16 @@ def _print_table(report, roc: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from services.scorer.engine import ProtocolResult, rate_of
+
     table = Table(title=f"{report.challenge.title} (backend {report.backend})")
     for header in ("protocol", "TAR %", "FAR", "threshold", "genuine", "accepted", "impostors",
                    "accepted"):
         table.add_column(header, justify="left" if header == "protocol" else "right")
+    others = {pid: r for pid, r in report.results.items() if not isinstance(r, ProtocolResult)}
     for pid, result in report.results.items():
+        if pid in others:
+            continue
         table.add_row(pid, _percent(result.tar), result.protocol.far_text,
                       _threshold(result.threshold), f"{result.genuine:,}",
                       f"{result.genuine_accepted:,}", f"{result.impostor:,}",
@@ -120,6 +130,17 @@ def _print_table(report, roc: bool) -> None:
     if not console.is_terminal:
         console = Console(width=120)  # a pipe or file gets whole rows, not 80 columns
     console.print(table)
+    if others:
+        rates = Table(title="Other protocols (fields as in --json)")
+        for header in ("protocol", "rate", "%", "details"):
+            rates.add_column(header, justify="left" if header in ("protocol", "details")
+                             else "right")
+        for pid, result in others.items():
+            details = {k: v for k, v in result.to_json().items()
+                       if not isinstance(v, list) and k != result.protocol.rate}
+            rates.add_row(pid, result.protocol.rate, _percent(rate_of(result)),
+                          ", ".join(f"{k} {v}" for k, v in details.items()))
+        console.print(rates)
     ranking = report.ranking_score
     if ranking is not None:
         console.print(f"ranking score: {_percent(ranking)} %")
@@ -128,7 +149,7 @@ def _print_table(report, roc: bool) -> None:
         for header in ("protocol", "FAR", "TAR %", "threshold", "exact"):
             curve.add_column(header, justify="left" if header == "protocol" else "right")
         for pid, result in report.results.items():
-            for point in result.roc:
+            for point in getattr(result, "roc", ()):
                 curve.add_row(pid, f"{float(point.far):g}", _percent(point.tar),
                               _threshold(point.threshold), "yes" if point.exact else "estimated")
         console.print(curve)

@@ -1,7 +1,7 @@
 """``mfr testset``: build test sets (import real faces, synthesise) and look after them.
 
-    mfr testset import --manifest M.csv --images DIR --out TESTSET [--upload]
-    mfr testset synth --out TESTSET [--scale S] [--seed N] [--upload]
+    mfr testset import --manifest M.csv --images DIR --out TESTSET [--challenge C.toml] [--upload]
+    mfr testset synth --out TESTSET [--scale S] [--seed N] [--protocols] [--upload]
     mfr testset info TESTSET | verify TESTSET | upload TESTSET | export TESTSET --out DIR
 
 The format is described in docs/testsets.md. ``--upload`` (and ``upload``)
@@ -34,6 +34,8 @@ def _report(testset, as_json: bool, verb: str, uploaded: bool | None = None) -> 
     click.echo(f"  id {testset.id}")
     tags = ", ".join(f"{tag} {count}" for tag, count in summary["tags"].items())
     click.echo(f"  tags: {tags}")
+    if summary["protocol_files"]:
+        click.echo(f"  protocol files: {', '.join(summary['protocol_files'])}")
     if uploaded is not None:
         click.echo("  uploaded to object storage" if uploaded else "  already in object storage")
 
@@ -68,19 +70,24 @@ def testset() -> None:
               help="Folder the manifest's paths are relative to.")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Test-set folder to create.")
+@click.option("--challenge", "challenge", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Challenge TOML whose protocol files (pair lists, templates; "
+                                 "beside the manifest) are checked and stored with the test set.")
 @_shard_size
 @_upload_flag
 @_force
 @_json
 @reports_errors
-def import_(manifest: Path, images: Path, out: Path, shard_size: int | None, upload: bool,
-            force: bool, as_json: bool) -> None:
+def import_(manifest: Path, images: Path, out: Path, challenge: Path | None,
+            shard_size: int | None, upload: bool, force: bool, as_json: bool) -> None:
     """Import aligned 112x112 RGB faces (PNG/JPEG) listed in a manifest."""
+    from mfr.challenge import load_challenge
     from mfr.testset.format import DEFAULT_SHARD_SIZE
     from mfr.testset.importer import import_testset
 
     result = import_testset(manifest, images, out, shard_size or DEFAULT_SHARD_SIZE,
-                            overwrite=force)
+                            overwrite=force,
+                            challenge=load_challenge(challenge) if challenge else None)
     _report(result, as_json, "imported", _upload(result) if upload else None)
 
 
@@ -91,20 +98,23 @@ def import_(manifest: Path, images: Path, out: Path, shard_size: int | None, upl
               show_default=True, help="Fraction of the real challenge's image counts.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Identities and images depend on it; the renderer does not.")
+@click.option("--protocols", is_flag=True,
+              help="Also build MFR-Ongoing's protocol files: an LFW-like pair list, an "
+                   "IJB-C-like template set and a 1:N split (docs/testsets.md).")
 @_shard_size
 @_upload_flag
 @_force
 @_json
 @reports_errors
-def synth(out: Path, scale: float, seed: int, shard_size: int | None, upload: bool, force: bool,
-          as_json: bool) -> None:
+def synth(out: Path, scale: float, seed: int, protocols: bool, shard_size: int | None,
+          upload: bool, force: bool, as_json: bool) -> None:
     """Build a synthetic test set with the built-in challenge's structure."""
     from mfr.testset.format import DEFAULT_SHARD_SIZE
     from mfr.testset.synth import synth_testset
 
     if not as_json:
         click.echo(f"rendering a synthetic test set at scale {scale:g}, seed {seed}", err=True)
-    result = synth_testset(out, scale=scale, seed=seed,
+    result = synth_testset(out, scale=scale, seed=seed, protocols=protocols,
                            shard_size=shard_size or DEFAULT_SHARD_SIZE, overwrite=force)
     _report(result, as_json, "wrote", _upload(result) if upload else None)
 

@@ -13,8 +13,9 @@ from mfr.settings import GATEWAY_PORT
 
 
 @click.command()
-@click.option("--challenge", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Challenge TOML (default: the built-in ICCV21-MFR challenge).")
+@click.option("--challenge", callback=lambda _c, _p, value: _challenge(value),
+              help="Challenge TOML, or a built-in challenge: iccv21-mfr (the default) or "
+                   "mfr-ongoing (served on a synthetic test set with its protocol files).")
 @click.option("--testset", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Test set directory (default: a synthetic one).")
 @click.option("--gateway-port", default=GATEWAY_PORT, show_default=True, type=int)
@@ -60,6 +61,17 @@ def up(challenge: Path | None, testset: Path | None, gateway_port: int, state_di
     finally:
         stack.stop()
     sys.exit(code)
+
+
+def _challenge(value: str | None) -> Path | str | None:
+    from mfr.challenge import BUILTIN_CHALLENGES, is_builtin
+
+    if value is None or is_builtin(value):
+        return value
+    if not Path(value).is_file():
+        raise click.BadParameter(f"{value!r} is neither a file nor a built-in challenge "
+                                 f"({', '.join(BUILTIN_CHALLENGES)})")
+    return Path(value)
 
 
 def _window_note(path: Path | None, say) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mfr.ranking.scores import SCORE_FIELDS
+from mfr.ranking.scores import FIELDS_BY_RATE, rate_name
 
 
 def errors_of(row: dict) -> list[dict]:
@@ -13,6 +13,20 @@ def errors_of(row: dict) -> list[dict]:
     if row["error"] or row["error_code"]:
         return [{"code": row["error_code"] or "failed", "message": row["error"] or ""}]
     return []
+
+
+def score_json(stored: dict) -> dict:
+    """One protocol's score: its kind's fields (DESIGN.md 3.1), then ``kind`` and ``rate``.
+
+    TAR kinds keep exactly section 7's fields (a contract) plus those two; rows stored
+    before the kinds existed are TAR scores and do not know their kind.
+    """
+    rate = rate_name(stored)
+    out = {k: stored[k] for k in FIELDS_BY_RATE[rate] if k in stored}
+    if stored.get("kind"):
+        out["kind"] = stored["kind"]
+    out["rate"] = rate
+    return out
 
 
 def submission_json(row: dict, shown: bool, detail: bool = False) -> dict:
@@ -27,7 +41,7 @@ def submission_json(row: dict, shown: bool, detail: bool = False) -> dict:
         "updated_at": row["updated_at"].isoformat(),
         "validation": row["validation"],
         "errors": errors_of(row),
-        "scores": {pid: {k: s[k] for k in SCORE_FIELDS} for pid, s in scores.items()},
+        "scores": {pid: score_json(s) for pid, s in scores.items()},
         "ranking_score": row["ranking_score"],
         "ranking_exact": row["ranking_exact"],
         "public": shown,
@@ -42,7 +56,10 @@ def submission_json(row: dict, shown: bool, detail: bool = False) -> dict:
     }
     if detail:
         out["roc"] = {pid: s.get("roc", []) for pid, s in scores.items()}
-        out["tar_exact"] = {pid: s.get("tar_exact") for pid, s in scores.items()}
+        out["tar_exact"] = {pid: s.get("tar_exact") for pid, s in scores.items()
+                            if rate_name(s) == "tar"}
+        out["rate_exact"] = {pid: s.get("rate_exact") or s.get("tar_exact")
+                             for pid, s in scores.items()}
     return out
 
 

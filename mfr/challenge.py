@@ -21,6 +21,8 @@ from mfr.protocols import Protocol, exact, parse_protocol
 __all__ = ["Challenge", "Embedding", "Protocol", "Track", "load_challenge", "parse_challenge"]
 
 BUILTIN_CHALLENGE = "iccv21-mfr.toml"
+#: Challenges that come with the package, by name (``--challenge mfr-ongoing``).
+BUILTIN_CHALLENGES = {"iccv21-mfr": BUILTIN_CHALLENGE, "mfr-ongoing": "mfr-ongoing.toml"}
 
 
 @dataclass(frozen=True)
@@ -95,11 +97,12 @@ class Challenge:
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
 
-    def ranking_score(self, tars: dict[str, Fraction]) -> Fraction | None:
-        """Exact weighted sum of TARs, or None when a weighted protocol is missing."""
-        if not self.weights or any(pid not in tars for pid in self.weights):
+    def ranking_score(self, rates: dict[str, Fraction]) -> Fraction | None:
+        """Exact weighted sum of the protocols' rates (each protocol's ``rate``: its TAR,
+        accuracy or TPIR), or None when a weighted protocol is missing."""
+        if not self.weights or any(pid not in rates for pid in self.weights):
             return None
-        return sum((w * Fraction(tars[pid]) for pid, w in self.weights.items()), Fraction(0))
+        return sum((w * Fraction(rates[pid]) for pid, w in self.weights.items()), Fraction(0))
 
 
 def _utc(value: object, what: str) -> datetime | None:
@@ -173,12 +176,19 @@ def parse_challenge(data: dict, source: str = "") -> Challenge:
     return challenge
 
 
+def is_builtin(path: str | Path | None) -> bool:
+    """A built-in challenge's name (and no file of that name here)."""
+    return path is not None and str(path) in BUILTIN_CHALLENGES and not Path(path).exists()
+
+
 def served_challenge(path: str | Path | None = None) -> tuple[Challenge, str]:
     """The challenge and its TOML text (the validator and the scorer get the text over gRPC);
-    without a path, the built-in ICCV21-MFR challenge."""
-    if path is None:
-        text = resources.files("mfr.builtin").joinpath(BUILTIN_CHALLENGE).read_text("utf-8")
-        source = f"builtin:{BUILTIN_CHALLENGE}"
+    ``path`` may name a built-in challenge (:data:`BUILTIN_CHALLENGES`); without one, the
+    built-in ICCV21-MFR challenge."""
+    if path is None or is_builtin(path):
+        name = BUILTIN_CHALLENGES[str(path)] if path is not None else BUILTIN_CHALLENGE
+        text = resources.files("mfr.builtin").joinpath(name).read_text("utf-8")
+        source = f"builtin:{name}"
     else:
         try:
             text = Path(path).read_text("utf-8")

@@ -84,7 +84,7 @@ def _invalid(pid: object, message: str) -> InvalidInput:
 def _rate_target(p: dict, field: str) -> Fraction:
     if field not in p:
         raise _invalid(p["id"], f"'{p['kind']}' needs {field}")
-    value = exact(p[field], f"protocol {p['id']!r} {field}")
+    value = exact(p[field], f"protocol {p['id']!r}: {field}")
     if not 0 < value < 1:
         raise _invalid(p["id"], f"{field} must be in (0, 1), got {p[field]!r}")
     return value

@@ -37,6 +37,14 @@ import urllib3
 from cli.stack.ports import free_port
 from cli.stack.process import die_with_parent, stop_process
 from cli.stack.restarts import CrashLoop, RestartPolicy
+from cli.stack.testsets import (
+    DEFAULT_SYNTH_SCALE,
+    cache_dir,
+    default_testset,
+    needs_protocol_files,
+    upload_testset,
+)
+from mfr.challenge import is_builtin
 from mfr.cpus import usable_cpus
 from mfr.rpc.client import wait_serving
 from mfr.settings import GATEWAY_PORT, GRPC_PORTS, METRICS_PORTS
@@ -57,6 +65,10 @@ def _port(preferred: int) -> int:
             return free_port()
 
 
+class ChildExited(RuntimeError):
+    """A child exited before it was healthy."""
+
+
 @dataclass
 class Child:
     name: str
@@ -68,46 +80,13 @@ class Child:
     death_signal: int = signal.SIGTERM
 
 
-# Scale of the synthetic test set `mfr up` serves when given none (about 3,600 images).
-DEFAULT_SYNTH_SCALE = 0.002
-
-
-def cache_dir() -> Path:
-    from mfr.settings import CacheSettings
-
-    return Path(os.environ.get("MFR_CACHE_DIR") or CacheSettings().cache_dir)
-
-
-def default_testset(scale: float = DEFAULT_SYNTH_SCALE, seed: int = 0) -> Path:
-    """A synthetic test set of the built-in challenge, built once per machine and reused."""
-    from mfr.testset.format import TestSet
-    from mfr.testset.synth import SYNTH_VERSION, synth_testset
-
-    folder = cache_dir() / "testsets" / f"synth-v{SYNTH_VERSION}-scale{scale:g}-seed{seed}"
-    try:
-        TestSet(folder)
-    except Exception:  # noqa: BLE001 - absent or incomplete: build it
-        synth_testset(folder, scale=scale, seed=seed, overwrite=True)
-    return folder
-
-
-def upload_testset(store, folder: Path) -> str:
-    """Publish a test-set folder in the test-set bucket (``mfr.testset.store``); returns its id."""
-    from mfr.testset.format import TestSet
-    from mfr.testset.store import upload_testset as publish
-
-    testset = TestSet(folder)
-    publish(store, testset)
-    return testset.id
-
-
 @dataclass
 class StackConfig:
     state_dir: Path
     gateway_port: int = GATEWAY_PORT
     scorers: int = 1
     embedders: int = 1
-    challenge: Path | None = None
+    challenge: Path | str | None = None  # a TOML file, or a built-in challenge's name
     testset: Path | None = None
     synth_scale: float = DEFAULT_SYNTH_SCALE
     database_url: str | None = None  # external PostgreSQL instead of the embedded one
@@ -158,11 +137,15 @@ class Stack:
             "MFR_LOG_FORMAT": "json",
             **self.config.extra_env,
         }
-        if self.config.challenge:
-            self.env["MFR_CHALLENGE"] = str(Path(self.config.challenge).resolve())
+        challenge = self.config.challenge
+        if challenge:  # a built-in challenge's name, or a file
+            self.env["MFR_CHALLENGE"] = (str(challenge) if is_builtin(challenge)
+                                         else str(Path(challenge).resolve()))
+        protocols = needs_protocol_files(challenge)
         testset = self.config.testset or self._step(
-            f"synthetic test set (scale {self.config.synth_scale:g})",
-            lambda: default_testset(self.config.synth_scale))
+            f"synthetic test set (scale {self.config.synth_scale:g}"
+            f"{', with protocol files' if protocols else ''})",
+            lambda: default_testset(self.config.synth_scale, protocols=protocols))
         self.env["MFR_TESTSET"] = str(Path(testset).resolve())
         self._step("migrating the database", self._migrate)
         self._step("creating buckets", self._buckets)
@@ -172,7 +155,7 @@ class Stack:
         for child in self.children:
             self._spawn(child)
         for child in self.children:
-            self._step(f"waiting for {child.name}", lambda c=child: self._wait_healthy(c))
+            self._step(f"waiting for {child.name}", lambda c=child: self._wait_started(c))
         self.say(f"all services SERVING after {time.monotonic() - started:.1f}s")
         return self.addresses
 
@@ -289,6 +272,21 @@ class Stack:
                 preexec_fn=die_with_parent(child.death_signal),  # noqa: PLW1509
             )
 
+    def _wait_started(self, child: Child, tries: int = 3) -> None:
+        """Wait until ``child`` is healthy. A worker or the dispatcher, whose ports nobody
+        else knows, that died at start (a port picked free was taken meanwhile by another
+        program) is started again on new ports."""
+        private = child.name not in (*SERVICES, "gateway")
+        for attempt in range(tries):
+            try:
+                return self._wait_healthy(child)
+            except ChildExited:
+                if not private or attempt == tries - 1:
+                    raise
+            child.env.update(MFR_GRPC_PORT=str(free_port()), MFR_METRICS_PORT=str(free_port()))
+            child.health = ("grpc", f"127.0.0.1:{child.env['MFR_GRPC_PORT']}")
+            self._spawn(child)
+
     def _wait_healthy(self, child: Child, timeout: float = 60.0) -> None:
         kind, target = child.health
         deadline = time.monotonic() + timeout
@@ -297,7 +295,7 @@ class Stack:
             if child.process.poll() is not None:
                 log = self.state_dir / "logs" / f"{child.name}.log"
                 tail = log.read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"{child.name} exited with {child.process.returncode}:\n{tail}")
+                raise ChildExited(f"{child.name} exited with {child.process.returncode}:\n{tail}")
             try:
                 if kind == "grpc":
                     wait_serving(target, timeout=0.5)

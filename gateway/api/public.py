@@ -36,7 +36,10 @@ def challenge(ctx: Ctx) -> dict:
     }
 
 
-@router.get("/v1/leaderboard/{track}", summary="A track's leaderboard")
+@router.get("/v1/leaderboard/{track}", summary="A track's leaderboard",
+            description="Each entry's `protocols` maps a protocol id to its rate, a fraction "
+                        "in [0, 1]: TAR, accuracy or TPIR, as the board's `protocols` list "
+                        "says (`kind`, `rate`, `far` or `fpir` of each protocol).")
 def leaderboard(track: str, ctx: Ctx) -> dict:
     return ctx.boards.board(track).to_json(ctx.challenge)
 

@@ -28,6 +28,19 @@ from mfr.records import events, submissions
 from mfr.records.participants import Participant
 
 router = APIRouter(prefix="/v1/submissions", tags=["submissions"])
+SCORES_DESCRIPTION = """`scores` has one object per protocol, with its `kind` and `rate` and the
+fields of its kind (DESIGN.md 3.1):
+
+* TAR kinds (`all`, `cross`, `pairs` with `tar`, `templates`): `tar`, `far`,
+  `threshold`, `genuine`, `impostor`, `genuine_accepted`, `impostors_accepted`;
+* `pairs` with `accuracy`: `accuracy`, `accuracy_std`, `fold_accuracies`,
+  `thresholds` (one per fold; null: the fold rejects every pair), `pairs`;
+* `identification`: `tpir`, `fnir`, `rank1`, `threshold` (null: minus infinity),
+  `fpir`, `mated`, `nonmated`, `hits`, `nonmated_accepted`.
+
+`rate_exact` gives each protocol's rate (TAR, accuracy or TPIR) as an exact
+fraction `p/q`; the ranking score is the challenge's weighted sum of those rates.
+"""
 
 
 @router.post("", status_code=202, summary="Upload model.zip to a track",
@@ -95,7 +108,7 @@ def list_own(who: CurrentParticipant, ctx: Ctx, track: str | None = None) -> dic
 
 
 @router.get("/{submission_id}", summary="One submission: yours, or an entry shown on a leaderboard",
-            responses=documented(401, 404))
+            description=SCORES_DESCRIPTION, responses=documented(401, 404))
 def get_one(submission_id: str, who: MaybeParticipant,
             ctx: Ctx) -> dict:
     with ctx.pool.connection() as conn:

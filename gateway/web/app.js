@@ -33,9 +33,17 @@ async function api(path, options = {}) {
   return body;
 }
 
+// What each protocol's column holds (its rate): TAR, 10-fold accuracy or 1:N TPIR.
+const RATE_NAMES = { tar: "TAR", accuracy: "accuracy", tpir: "TPIR" };
+const rateOf = (p) => p.rate || "tar";
+// The rate's name goes in the header once a challenge ranks by more than TAR.
+const mixedRates = () => state.challenge.protocols.some((p) => rateOf(p) !== "tar");
+
 function columns() {
+  const mixed = mixedRates();
   const protocols = state.challenge.protocols.map((p) => ({
-    key: "p:" + p.id, title: p.title, protocol: p.id, fmt: pct,
+    key: "p:" + p.id, protocol: p.id, fmt: pct,
+    title: mixed ? `${p.title} (${RATE_NAMES[rateOf(p)] || rateOf(p)})` : p.title,
   }));
   return [
     { key: "rank", title: "#", fmt: (v) => v },
@@ -200,6 +208,36 @@ function embeddingReport(e) {
   return `<h3>Embedded with</h3><table class="report" data-testid="embedding">${rows.join("")}</table>`;
 }
 
+function num(v, digits = 6) { return v == null ? "" : Number(v).toFixed(digits); }
+
+// Accuracy protocols: each fold's accuracy and the threshold chosen on the other folds.
+function accuracyTables(s) {
+  return state.challenge.protocols.filter((p) => s.scores[p.id] && s.scores[p.id].rate === "accuracy").map((p) => {
+    const sc = s.scores[p.id];
+    const folds = sc.fold_accuracies.map((_, i) => `<th>${i + 1}</th>`).join("");
+    const accs = sc.fold_accuracies.map((a) => `<td class="num">${pct(a)}</td>`).join("");
+    const ths = sc.thresholds.map((t) => `<td class="num">${t == null ? "+∞" : num(t)}</td>`).join("");
+    return `<h3>${esc(p.title)}: accuracy ${pct(sc.accuracy)} % ± ${pct(sc.accuracy_std)} over ${sc.pairs} pairs</h3>
+      <table class="scores folds" data-testid="accuracy-${esc(p.id)}"><thead><tr><th>Fold</th>${folds}</tr></thead>
+      <tbody><tr><th>Accuracy %</th>${accs}</tr><tr><th>Threshold</th>${ths}</tr></tbody></table>`;
+  }).join("");
+}
+
+// Identification protocols: TPIR at the FPIR target, FNIR, rank-1, the counts.
+function identificationTable(s) {
+  const rows = state.challenge.protocols.filter((p) => s.scores[p.id] && s.scores[p.id].rate === "tpir").map((p) => {
+    const sc = s.scores[p.id];
+    const fpir = sc.fpir ?? p.fpir;
+    return `<tr data-protocol="${esc(p.id)}"><th>${esc(p.title)}</th><td class="num">${pct(sc.tpir)}</td><td class="num">${pct(sc.fnir)}</td>
+      <td class="num">${pct(sc.rank1)}</td><td class="num">${fpir == null ? "" : Number(fpir).toExponential(0)}</td>
+      <td class="num">${sc.threshold == null ? "−∞" : num(sc.threshold)}</td><td class="num">${sc.hits} / ${sc.mated}</td>
+      <td class="num">${sc.nonmated_accepted} / ${sc.nonmated}</td></tr>`;
+  }).join("");
+  return rows ? `<h3>1:N identification</h3><table class="scores" data-testid="identification"><thead><tr><th>Protocol</th>
+    <th>TPIR %</th><th>FNIR %</th><th>Rank-1 %</th><th>FPIR target</th><th>Threshold</th><th>Mated hits</th>
+    <th>Non-mated accepted</th></tr></thead><tbody>${rows}</tbody></table>` : "";
+}
+
 async function showSubmission(id, nav) {
   renderTabs(null);
   let s;
@@ -212,7 +250,7 @@ async function showSubmission(id, nav) {
   }
   if (stale(nav)) return;
   const titles = Object.fromEntries(state.challenge.protocols.map((p) => [p.id, p.title]));
-  const scoreRows = state.challenge.protocols.filter((p) => s.scores[p.id]).map((p) => {
+  const scoreRows = state.challenge.protocols.filter((p) => s.scores[p.id] && (s.scores[p.id].rate || "tar") === "tar").map((p) => {
     const sc = s.scores[p.id];
     return `<tr><th>${esc(p.title)}</th><td class="num">${pct(sc.tar)}</td><td class="num">${sc.far.toExponential(0)}</td>
       <td class="num">${sc.threshold == null ? "−∞" : sc.threshold.toFixed(6)}</td><td class="num">${sc.genuine_accepted} / ${sc.genuine}</td>
@@ -230,7 +268,8 @@ async function showSubmission(id, nav) {
       ${s.ranking_score != null ? ` · ranking score <strong data-testid="ranking">${pct(s.ranking_score)}</strong>` : ""} ${publicButton}</p>
     ${s.progress ? `<p class="muted">${esc(s.progress.stage || "")} ${s.progress.done ?? ""}/${s.progress.total ?? ""} ${esc(s.progress.unit || "")}</p>` : ""}
     ${scoreRows ? `<table class="scores"><thead><tr><th>Protocol</th><th>TAR %</th><th>FAR target</th><th>Threshold</th><th>Genuine accepted</th><th>Impostors accepted</th></tr></thead><tbody>${scoreRows}</tbody></table>` : ""}
-    <div class="plots">${curves.length ? plot("roc", curves) + plot("det", curves) : ""}</div>
+    <div class="plots">${curves.length ? plot("roc", curves) + plot("det", curves) : ""}
+      <div class="kinds">${accuracyTables(s)}${identificationTable(s)}</div></div>
     ${embeddingReport(s.embedding)}
     <h3>Validation report</h3>
     <div data-testid="validation">${validationReport(s.validation, s.errors)}</div>

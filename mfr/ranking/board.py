@@ -34,7 +34,7 @@ class Scored:
     organisation_hidden: bool
     baseline: bool
     ranking_exact: Fraction
-    protocols: dict[str, float]
+    protocols: dict[str, float]  # each protocol's rate (TAR, accuracy or TPIR) by id
     model_size_mb: float | None
     latency_ms: float | None
     submitted_at: datetime
@@ -113,11 +113,18 @@ class Board:
             "entries": [e.to_json(reveal) for e in self.entries],
         }
         if challenge is not None:
-            out["protocols"] = [{"id": p.id, "title": p.title, "rate": p.rate,
-                                 "far": float(p.far) if p.far is not None else None}
-                                for p in challenge.protocols]
+            out["protocols"] = protocols_json(challenge)
             out["weights"] = {k: float(v) for k, v in challenge.weights.items()}
         return out
+
+
+def protocols_json(challenge: Challenge) -> list[dict]:
+    """The board's columns: each protocol and what its entries' number is (its ``rate``:
+    ``tar``, ``accuracy`` or ``tpir``) at which target (``far`` or ``fpir``)."""
+    return [{"id": p.id, "title": p.title, "kind": p.kind, "rate": p.rate,
+             "far": float(p.far) if p.far is not None else None,
+             "fpir": float(p.fpir) if p.fpir is not None else None}
+            for p in challenge.protocols]
 
 
 def choose_entries(candidates: Iterable[Candidate]) -> list[Entry]:
@@ -146,7 +153,9 @@ def _cell(text: str) -> str:
 
 
 def export_csv(board: Board, challenge: Challenge, reveal: bool = True) -> str:
-    """One row per entry; rates as full-precision fractions of 1, as in the JSON."""
+    """One row per entry; rates as full-precision fractions of 1, as in the JSON: a column
+    per protocol id holding its rate (TAR, accuracy or TPIR, as the board JSON's
+    ``protocols`` says)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     protocol_ids = [p.id for p in challenge.protocols]

@@ -20,7 +20,7 @@ from psycopg_pool import ConnectionPool
 from mfr.challenge import Challenge
 from mfr.clock import Clock, system_clock
 from mfr.ranking.board import Board, Candidate, Entry, choose_entries
-from mfr.ranking.scores import parse_fraction
+from mfr.ranking.scores import parse_fraction, rate_value
 from mfr.records.states import PENDING
 
 _CANDIDATES = """
@@ -134,7 +134,7 @@ def _candidate(row: dict, order: list[str]) -> Candidate:
         participant=row["name"], organisation=row["organisation"],
         organisation_hidden=row["hide_organisation"], baseline=row["is_baseline"],
         ranking_exact=parse_fraction(row["ranking_exact"]),
-        protocols={pid: float(s["tar"]) for pid, s in scores.items()},
+        protocols={pid: rate_value(s) for pid, s in scores.items()},  # TAR, accuracy or TPIR
         model_size_mb=row["model_size_mb"], latency_ms=row["latency_ms"],
         submitted_at=row["created_at"], chosen=row["public"],
     )

@@ -7,13 +7,14 @@ A test set is a directory::
       testset.json          id, counts, shard size, image shape, per-shard sha256
       shards/shard-00000.npy  uint8 [n, 112, 112, 3] RGB, C order, n = shard_size
       ...                     (the last shard may be shorter)
+      lfw_pairs.csv ...       protocol files a challenge names (DESIGN.md 3.1), if any
 
 Images are decoded once (at import or synthesis) so embedding never decodes a
 JPEG; a shard is a plain ``.npy`` file, readable with ``np.load`` (memory-mapped
 or not). Integrity: every shard's sha256 (of the whole file) is in
 testset.json and is checked whenever the embedder reads the shard; the test-set
-id is a hash over the manifest's bytes and the shard hashes, so equal ids mean
-equal content. docs/testsets.md describes the format for people.
+id is a hash over the manifest's bytes, the shard hashes and the protocol
+files' hashes, so equal ids mean equal content. docs/testsets.md describes the format for people.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import os
 import shutil
 import tempfile
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -33,14 +35,18 @@ import numpy as np
 
 from mfr.errors import InvalidInput
 from mfr.manifest import Manifest, read_manifest, write_manifest
+from mfr.testset.layout import (
+    INFO_NAME,
+    MANIFEST_NAME,
+    SHARD_DIR,
+    protocol_file_name_problem,
+    shard_name,
+)
 
 FORMAT = "mfr-testset/1"
 IMAGE_SHAPE = (112, 112, 3)
 IMAGE_BYTES = IMAGE_SHAPE[0] * IMAGE_SHAPE[1] * IMAGE_SHAPE[2]
 DEFAULT_SHARD_SIZE = 2048  # 77 MB of pixels: a unit of work and of resume
-MANIFEST_NAME = "manifest.csv"
-INFO_NAME = "testset.json"
-SHARD_DIR = "shards"
 HASH_CHUNK = 8 * 1024 * 1024
 
 
@@ -51,18 +57,21 @@ class TestSetCorrupt(InvalidInput):
     code = "testset_corrupt"
 
 
-def shard_name(index: int) -> str:
-    return f"{SHARD_DIR}/shard-{index:05d}.npy"
-
-
-def testset_id(manifest_sha256: str, shard_sha256s: list[str]) -> str:
-    """Content hash of a test set: sha256 over the manifest hash and the shard hashes.
+def testset_id(manifest_sha256: str, shard_sha256s: list[str],
+               protocol_files: Mapping[str, str] | None = None) -> str:
+    """Content hash of a test set: sha256 over the manifest hash, the shard hashes and the
+    protocol files' hashes.
 
     ``sha256("mfr-testset/1\\n" + manifest_sha256 + "\\n" + shard_0 + "\\n" + ...)``
-    (hex digests, one per line, in shard order).
+    (hex digests, one per line, in shard order), followed, only when there are protocol
+    files, by a line ``protocol-files`` and one line ``SHA256  NAME`` per file in name
+    order (UTF-8). A test set without protocol files keeps the id it always had.
     """
-    text = "\n".join([FORMAT, manifest_sha256, *shard_sha256s]) + "\n"
-    return hashlib.sha256(text.encode("ascii")).hexdigest()
+    lines = [FORMAT, manifest_sha256, *shard_sha256s]
+    if protocol_files:
+        lines += ["protocol-files", *(f"{protocol_files[name]}  {name}"
+                                      for name in sorted(protocol_files))]
+    return hashlib.sha256(("\n".join(lines) + "\n").encode("utf-8")).hexdigest()
 
 
 def file_sha256(path: str | Path) -> str:
@@ -113,11 +122,13 @@ class TestSet:
                                         str(entry["sha256"]), int(entry["bytes"])))
                 start += int(entry["images"])
             self.shards: tuple[ShardInfo, ...] = tuple(shards)
+            self.protocol_files: dict[str, str] = {
+                str(name): str(sha) for name, sha in self.info.get("protocol_files", {}).items()}
             expected_id = testset_id(str(self.info["manifest_sha256"]),
-                                     [s.sha256 for s in self.shards])
+                                     [s.sha256 for s in self.shards], self.protocol_files)
             images = self.images
             _ = self.id
-        except (KeyError, TypeError, ValueError) as exc:
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise InvalidInput(f"{info_path}: malformed ({exc!r})", code="testset_invalid") \
                 from None
         if start != images:
@@ -128,6 +139,13 @@ class TestSet:
                 raise InvalidInput(f"{info_path}: shard {shard.index} is {shard.file!r}, "
                                    f"expected {shard_name(shard.index)!r}",
                                    code="testset_invalid")
+        for name, sha in self.protocol_files.items():  # a name leads reads and downloads
+            problem = protocol_file_name_problem(name) or (
+                None if len(sha) == 64 else "has no sha256")
+            if problem:
+                raise InvalidInput(f"{info_path}: protocol file {name!r} {problem}",
+                                   code="testset_invalid")
+        self._verified_files: set[str] = set()
         if expected_id != self.id:
             raise TestSetCorrupt(f"{info_path}: id {self.id[:12]}… does not match its "
                                  f"hashes ({expected_id[:12]}…)")
@@ -160,6 +178,28 @@ class TestSet:
             raise TestSetCorrupt(f"{self.manifest_path}: {len(manifest)} rows, "
                                  f"test set has {self.images} images")
         return manifest
+
+    def protocol_file(self, name: str) -> Path:
+        """The path of protocol file ``name`` (as the challenge names it), checked against
+        its recorded sha256 on first use; ``protocol_file_missing`` when the test set was
+        not imported with it."""
+        recorded = self.protocol_files.get(name)
+        if recorded is None:
+            held = ", ".join(sorted(self.protocol_files)) or "none"
+            raise InvalidInput(f"test set {self.id[:12]}… has no protocol file {name!r} "
+                               f"(it has: {held}); import it with the challenge that names it",
+                               code="protocol_file_missing")
+        path = self.root / name
+        if name not in self._verified_files:
+            try:
+                digest = file_sha256(path)
+            except FileNotFoundError:
+                raise TestSetCorrupt(f"{path}: protocol file {name!r} is missing") from None
+            if digest != recorded:
+                raise TestSetCorrupt(f"{path}: sha256 {digest[:12]}… differs from the "
+                                     f"recorded {recorded[:12]}…")
+            self._verified_files.add(name)
+        return path
 
     def shard_path(self, index: int) -> Path:
         return self.root / self.shards[index].file
@@ -203,6 +243,9 @@ class TestSet:
     def verify(self) -> None:
         """Check the manifest and every shard against the recorded hashes."""
         _ = self.manifest
+        self._verified_files.clear()
+        for name in self.protocol_files:
+            self.protocol_file(name)
         for shard in self.shards:
             digest = file_sha256(self.root / shard.file)
             if digest != shard.sha256:
@@ -262,6 +305,7 @@ class TestSetWriter:
         self._fill = 0
         self._shards: list[dict] = []
         self._extra: dict[str, str] = {}
+        self._protocol_files: dict[str, str] = {}
         self.images = 0
 
     def add(self, images: np.ndarray) -> None:
@@ -284,6 +328,17 @@ class TestSetWriter:
         """An extra file in the test-set folder (e.g. the import's source hashes)."""
         (self.tmp / name).write_bytes(data)
         self._extra[name] = hashlib.sha256(data).hexdigest()
+
+    def add_protocol_file(self, name: str, data: bytes) -> None:
+        """A protocol file a challenge names (path relative to the manifest's folder); its
+        sha256 goes into the test-set id."""
+        problem = protocol_file_name_problem(name)
+        if problem:
+            raise InvalidInput(f"protocol file {name!r} {problem}", code="testset_invalid")
+        path = self.tmp / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        self._protocol_files[name] = hashlib.sha256(data).hexdigest()
 
     def _flush(self) -> None:
         if not self._fill:
@@ -308,7 +363,8 @@ class TestSetWriter:
         tags = Counter(tag for row in manifest.tags for tag in row)
         info = {
             "format": FORMAT,
-            "id": testset_id(manifest_sha, [s["sha256"] for s in self._shards]),
+            "id": testset_id(manifest_sha, [s["sha256"] for s in self._shards],
+                             self._protocol_files),
             "name": name,
             "images": self.images,
             "identities": len(set(manifest.identities)),
@@ -321,6 +377,8 @@ class TestSetWriter:
             "tags": dict(sorted(tags.items())),
             "source": self.source,
             "files": self._extra,
+            **({"protocol_files": dict(sorted(self._protocol_files.items()))}
+               if self._protocol_files else {}),
             "shards": self._shards,
         }
         (self.tmp / INFO_NAME).write_text(json.dumps(info, indent=1) + "\n", "utf-8")

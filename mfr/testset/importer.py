@@ -6,7 +6,8 @@ does not decode, a path leaving the images folder) is reported with its
 manifest row (1 = first data row) and the reason, and nothing is written.
 Each source file's sha256 is recorded in ``sources.sha256`` (``sha256sum``
 format, so ``sha256sum -c`` checks the originals), the decoded pixels go
-into hashed shards.
+into hashed shards. Protocol files a challenge names come along (see
+:func:`import_testset`).
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from mfr.challenge import Challenge
 from mfr.errors import InvalidInput
 from mfr.manifest import read_manifest
 from mfr.testset.format import DEFAULT_SHARD_SIZE, IMAGE_SHAPE, TestSet, TestSetWriter
+from mfr.testset.layout import SOURCES_NAME
+from mfr.testset.protocol_check import gather_protocol_files
 
 ALLOWED_FORMATS = ("PNG", "JPEG")
-SOURCES_NAME = "sources.sha256"
 SHOWN_ERRORS = 20
 _CHUNK = 256  # rows decoded per step (in parallel)
 
@@ -119,14 +122,24 @@ def _decoded_rows(images: Path, paths: tuple[str, ...], workers: int) -> Iterato
 
 def import_testset(manifest_path: str | Path, images: str | Path, out: str | Path,
                    shard_size: int = DEFAULT_SHARD_SIZE, overwrite: bool = False,
-                   name: str = "", workers: int | None = None) -> TestSet:
-    """Decode, check and shard the manifest's images; raise :class:`ImportRejected` on bad rows."""
+                   name: str = "", workers: int | None = None,
+                   challenge: Challenge | None = None) -> TestSet:
+    """Decode, check and shard the manifest's images; raise :class:`ImportRejected` on bad rows.
+
+    With a ``challenge``, the protocol files its protocols name are taken from beside the
+    manifest, checked (:mod:`mfr.testset.protocol_check`, before any image is decoded)
+    and stored in the test set under the same names; their hashes join the id.
+    """
     manifest = read_manifest(manifest_path)
     images = Path(images)
     if not images.is_dir():
         raise InvalidInput(f"images folder {images} does not exist", code="images_missing")
+    protocol_files = {} if challenge is None else gather_protocol_files(
+        challenge, manifest, Path(manifest_path).parent, str(manifest_path))
     workers = workers or min(8, (os.cpu_count() or 1) + 1)
     source = {"kind": "import", "manifest": str(manifest_path), "images": str(images)}
+    if challenge is not None:
+        source["challenge"] = challenge.id
     errors: list[RowError] = []
     sources: list[str] = []
     with TestSetWriter(out, shard_size, source=source, overwrite=overwrite) as writer:
@@ -141,6 +154,8 @@ def import_testset(manifest_path: str | Path, images: str | Path, out: str | Pat
         if errors:
             raise ImportRejected(errors)
         writer.add_file(SOURCES_NAME, "".join(sources).encode("utf-8"))
+        for file_name, data in protocol_files.items():
+            writer.add_protocol_file(file_name, data)
         return writer.finish(manifest, name=name or f"imported from {images}")
 
 

@@ -1,7 +1,7 @@
 """Test sets in object storage: ``<testset_id>/...`` in the test-set bucket.
 
 Layout mirrors the folder (``testset.json``, ``manifest.csv``, extra files,
-``shards/shard-00000.npy``...). ``testset.json`` is uploaded last, so its
+protocol files, ``shards/shard-00000.npy``...). ``testset.json`` is uploaded last, so its
 presence means the upload is complete. Services fetch into a local cache
 (``<cache>/testsets/<id>/``), verifying every file's sha256 on the way;
 a pod fetches only the shards it embeds.
@@ -32,7 +32,7 @@ def upload_testset(store, testset: TestSet) -> bool:
     testset.verify()  # never publish a corrupt copy
     for shard in testset.shards:
         store.put_file(bucket, _key(testset.id, shard.file), testset.root / shard.file)
-    for name in (MANIFEST_NAME, *testset.info.get("files", {})):
+    for name in (MANIFEST_NAME, *testset.info.get("files", {}), *testset.protocol_files):
         store.put_file(bucket, _key(testset.id, name), testset.root / name)
     store.put_file(bucket, _key(testset.id, INFO_NAME), testset.root / INFO_NAME)
     log.info("test set uploaded", testset_id=testset.id, images=testset.images,
@@ -61,13 +61,20 @@ def stored_testset(store, testset_id: str, cache_dir: str | Path) -> TestSet:
 def fetch_testset(store, testset_id: str, cache_dir: str | Path,
                   shards: Iterable[int] | None = None, manifest: bool = True) -> TestSet:
     """A local copy of a stored test set with ``shards`` (default: all) and, unless
-    ``manifest`` is False, the manifest. A shard missing from storage or not matching its
+    ``manifest`` is False, the manifest and the protocol files
+    (:meth:`TestSet.protocol_file`). A shard missing from storage or not matching its
     recorded hash is ``TestSetCorrupt`` naming the shard."""
     bucket = store.buckets.testsets
     testset = stored_testset(store, testset_id, cache_dir)
     root = testset.root
-    if manifest:
+    if manifest:  # the labels: the manifest and the protocol files, all small
         _ensure(store, bucket, testset_id, MANIFEST_NAME, root, testset.info["manifest_sha256"])
+        for name, sha256 in testset.protocol_files.items():
+            try:
+                _ensure(store, bucket, testset_id, name, root, sha256)
+            except NotFound as exc:  # missing, or not what the test set recorded
+                raise TestSetCorrupt(f"protocol file {name!r} of test set {testset_id}: "
+                                     f"{exc.message}") from None
     wanted = range(len(testset.shards)) if shards is None else sorted(set(shards))
     bad = [i for i in wanted if not 0 <= i < len(testset.shards)]
     if bad:
@@ -119,4 +126,5 @@ def testset_summary(testset: TestSet) -> dict:
     return {"id": testset.id, "path": str(testset.root), "name": info.get("name", ""),
             "images": testset.images, "identities": info.get("identities"),
             "shards": len(testset.shards), "shard_size": testset.shard_size,
-            "tags": info.get("tags", {}), "source": info.get("source", {})}
+            "tags": info.get("tags", {}), "source": info.get("source", {}),
+            "protocol_files": dict(testset.protocol_files)}

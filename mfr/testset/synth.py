@@ -335,24 +335,34 @@ def _population_rows(rng: np.random.Generator, scale: float) -> _Rows:
 
 
 def synth_testset(out: str | Path, scale: float = DEFAULT_SCALE, seed: int = 0,
-                  shard_size: int = DEFAULT_SHARD_SIZE, overwrite: bool = False) -> TestSet:
-    """Build a synthetic test set with the built-in challenge's structure at ``scale``."""
+                  shard_size: int = DEFAULT_SHARD_SIZE, overwrite: bool = False,
+                  protocols: bool = False) -> TestSet:
+    """Build a synthetic test set with the built-in challenge's structure at ``scale``; with
+    ``protocols``, also MFR-Ongoing's images and files (:mod:`mfr.testset.synth_protocols`)."""
     population_rng = np.random.default_rng([seed, SYNTH_VERSION, 0])
     render_rng = np.random.default_rng([seed, SYNTH_VERSION, 1])
     rows = _population_rows(population_rng, scale)
+    built_in, files = len(rows.paths), {}
+    if protocols:
+        from mfr.testset.synth_protocols import add_protocol_parts
+
+        files = add_protocol_parts(rows, scale, seed, SYNTH_VERSION)
     w = world()
-    latents = np.stack(rows.latents)
-    masked = np.array(rows.masked)
+    latents, masked = np.stack(rows.latents), np.array(rows.masked)
     source = {"kind": "synth", "version": SYNTH_VERSION, "scale": scale, "seed": seed,
-              "world_seed": WORLD_SEED}
+              "world_seed": WORLD_SEED, **({"protocols": True} if protocols else {})}
     with TestSetWriter(out, shard_size, source=source, overwrite=overwrite) as writer:
-        for start in range(0, len(latents), RENDER_CHUNK):
-            stop = min(start + RENDER_CHUNK, len(latents))
-            writer.add(w.render(render_rng, latents[start:stop], rows.groups[start:stop],
-                                masked[start:stop]))
+        # Built-in rows in the chunks they always had: their pixels ignore --protocols.
+        for first, last in ((0, built_in), (built_in, len(latents))):
+            for start in range(first, last, RENDER_CHUNK):
+                stop = min(start + RENDER_CHUNK, last)
+                writer.add(w.render(render_rng, latents[start:stop], rows.groups[start:stop],
+                                    masked[start:stop]))
+        for file_name, data in files.items():
+            writer.add_protocol_file(file_name, data)
         manifest = Manifest(tuple(rows.paths), tuple(rows.identities), tuple(rows.tags))
-        name = f"synthetic iccv21-mfr, scale {scale:g}, seed {seed}"
-        return writer.finish(manifest, name=name)
+        kind = "mfr-ongoing" if protocols else "iccv21-mfr"
+        return writer.finish(manifest, name=f"synthetic {kind}, scale {scale:g}, seed {seed}")
 
 
 def training_set(seed: int, identities: int, per_identity: int, mask_fraction: float = 0.0,
@@ -383,11 +393,6 @@ def training_set(seed: int, identities: int, per_identity: int, mask_fraction: f
 
 def expected_counts(scale: float = DEFAULT_SCALE) -> dict[str, int]:
     """Images per tag of a synthetic test set at ``scale`` (for docs and tests)."""
-    counts: dict[str, int] = {}
-    for p in plan(scale):
-        if p.name == "mask":
-            counts["mask"], counts["nonmask"] = p.identities, 2 * p.identities
-        else:
-            counts[p.name] = p.images
-    counts["mr"] = sum(counts[r] for r in RACES)
-    return counts
+    counts = {p.name: p.images for p in plan(scale)}
+    counts["nonmask"] = 2 * counts["mask"]  # mask: one image of every identity masked, two not
+    return counts | {"mr": sum(counts[r] for r in RACES)}

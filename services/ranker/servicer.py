@@ -8,6 +8,7 @@ on a board; another submission is NOT_FOUND, as over HTTP.
 from __future__ import annotations
 
 import hmac
+import json
 from collections.abc import Iterator
 
 import grpc
@@ -19,6 +20,7 @@ from mfr.common.v1 import types_pb2
 from mfr.errors import InvalidInput, NotFound, PermissionDenied
 from mfr.ranker.v1 import ranker_pb2, ranker_pb2_grpc
 from mfr.ranking.board import Board, Entry
+from mfr.ranking.scores import FIELDS_BY_RATE, rate_name
 from mfr.records import submissions
 from mfr.records.boards import Leaderboards
 from mfr.records.results import Results
@@ -26,7 +28,21 @@ from services.ranker.watch import BoardWatcher
 
 
 def score_from_proto(score: types_pb2.ProtocolScore) -> dict:
+    """The scorer's result for one protocol: the TAR fields for TAR kinds (and older
+    senders, which name no rate); for accuracy and identification the fields of
+    ``result_json`` (checked by :func:`mfr.ranking.scores.normalise_scores`)."""
+    head = {"kind": score.kind, "rate": score.rate, "rate_exact": score.rate_exact}
+    if (score.rate or "tar") != "tar" or score.kind == "identification":
+        try:
+            fields = json.loads(score.result_json or "{}")
+        except ValueError:
+            fields = None
+        if not isinstance(fields, dict):
+            raise InvalidInput(f"score of protocol {score.protocol_id!r}: result_json is not a "
+                               "JSON object", code="scores_invalid")
+        return {**fields, **head}
     return {
+        **head,
         "tar": score.tar, "far": score.far, "threshold": score.threshold,
         "genuine": score.genuine, "impostor": score.impostor,
         "genuine_accepted": score.genuine_accepted, "impostors_accepted": score.impostors_accepted,
@@ -40,11 +56,19 @@ def _threshold(value: float | None) -> float:
 
 
 def score_to_proto(protocol_id: str, score: dict) -> types_pb2.ProtocolScore:
+    rate = rate_name(score)
+    if rate != "tar":  # TAR fields zero; the kind's fields travel as JSON
+        fields = {k: score[k] for k in FIELDS_BY_RATE[rate] if k in score}
+        return types_pb2.ProtocolScore(
+            protocol_id=protocol_id, kind=score.get("kind", ""), rate=rate,
+            rate_exact=score.get("rate_exact", ""), result_json=json.dumps(fields))
     return types_pb2.ProtocolScore(
         protocol_id=protocol_id, tar=score["tar"], far=score["far"],
         threshold=_threshold(score["threshold"]), genuine=score["genuine"],
         impostor=score["impostor"], genuine_accepted=score["genuine_accepted"],
         impostors_accepted=score["impostors_accepted"], tar_exact=score.get("tar_exact", ""),
+        kind=score.get("kind", ""), rate="tar",
+        rate_exact=score.get("rate_exact") or score.get("tar_exact", ""),
         roc=[types_pb2.RocPoint(far=p["far"], tar=p["tar"], threshold=_threshold(p["threshold"]),
                                 exact=p["exact"]) for p in score.get("roc", [])])
 

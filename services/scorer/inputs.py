@@ -1,4 +1,4 @@
-"""What a scoring job reads, fetched once per worker: features, labels, plans.
+"""What a scoring job reads, fetched once per worker: features, labels, protocol files, plans.
 
 Features are downloaded once per job into the cache directory, checked, and
 normalised (the engine's canonical normalisation: every worker gets the same
@@ -9,6 +9,7 @@ object, and anyone can find a job's pieces:
 
     scoring/<job>/round-<r>/plan-<digest>.npz
     scoring/<job>/round-<r>/tile-<ordinal>.npz
+    scoring/<job>/listed.json       the pairs, templates and identification results
     scoring/<job>/result.json
 
 A plan's key carries its digest: a plan step run twice (a worker thought lost
@@ -19,6 +20,7 @@ scoring_rounds), the other is an orphan, never a silent replacement.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections import OrderedDict
@@ -29,8 +31,18 @@ import numpy as np
 from mfr.challenge import Challenge, challenge_from_text
 from mfr.errors import InvalidInput, NotFound
 from mfr.storage import ObjectStore
+from mfr.testset.format import TestSet
 from mfr.testset.store import fetch_testset
-from services.scorer.engine import Embeddings, ImageLabels, ScoringPlan, check_features, normalise
+from services.scorer.engine import (
+    LISTED_KINDS,
+    Embeddings,
+    ImageLabels,
+    ProtocolFiles,
+    ScoringPlan,
+    check_features,
+    normalise,
+    read_protocol_files,
+)
 
 
 def plan_key(job_id: str, plan: ScoringPlan) -> str:
@@ -43,6 +55,10 @@ def partial_key(job_id: str, round_number: int, ordinal: int) -> str:
 
 def result_key(job_id: str) -> str:
     return f"scoring/{job_id}/result.json"
+
+
+def listed_key(job_id: str) -> str:
+    return f"scoring/{job_id}/listed.json"
 
 
 def job_challenge(job: dict) -> Challenge:
@@ -99,15 +115,47 @@ class JobInputs:
                            f"{exc.message}", code=code) from None
         return path
 
-    # --- labels -----------------------------------------------------------------------
+    # --- labels and protocol files -----------------------------------------------------
     def labels(self, testset_id: str, challenge: Challenge) -> ImageLabels:
         """Identities and the challenge's tags from the test set's manifest (no images)."""
+        return self.labels_and_files(testset_id, challenge)[0]
+
+    def labels_and_files(self, testset_id: str, challenge: Challenge
+                         ) -> tuple[ImageLabels, dict[str, ProtocolFiles]]:
+        """The labels, and the parsed files of the challenge's ``pairs``/``templates``
+        protocols (read beside the manifest, each checked against the test set's recorded
+        sha256): a bad file is ``protocol_file_invalid`` (or the test set's code)."""
+        testset = self._testset(testset_id)
+        manifest = testset.manifest
+        tags = {t for p in challenge.protocols for t in (p.tag, p.probe, p.gallery) if t}
+        labels = ImageLabels.from_manifest(manifest, tags)
+        listed = [p for p in challenge.protocols if p.kind in LISTED_KINDS]
+        if not listed:
+            return labels, {}
+        for protocol in listed:
+            for name in protocol.files:
+                testset.protocol_file(name)  # present in this test set, and intact
+        index = {path: row for row, path in enumerate(manifest.paths)}
+        return labels, read_protocol_files(listed, testset.root, index)
+
+    def _testset(self, testset_id: str) -> TestSet:
+        """The test set's manifest and protocol files (no shard), fetched into the cache."""
         try:
-            manifest = fetch_testset(self.store, testset_id, self.cache_root, shards=()).manifest
+            testset = fetch_testset(self.store, testset_id, self.cache_root, shards=())
+            _ = testset.manifest  # read (and checked) here, once
         except (OSError, ValueError, KeyError) as exc:
             raise InvalidInput(f"test set {testset_id}: {exc}", code="testset_invalid") from None
-        tags = {t for p in challenge.protocols for t in (p.tag, p.probe, p.gallery) if t}
-        return ImageLabels.from_manifest(manifest, tags)
+        return testset
+
+    # --- listed results -------------------------------------------------------------
+    def store_listed(self, job_id: str, scores: dict[str, dict]) -> None:
+        """The job's pairs/templates/identification scores, until the final merge joins
+        them (the key is the job's: a plan step run twice writes the same scores)."""
+        data = json.dumps(scores).encode()
+        self.store.put_bytes(self.store.buckets.results, listed_key(job_id), data)
+
+    def listed(self, job_id: str) -> dict[str, dict]:
+        return json.loads(self.store.get_bytes(self.store.buckets.results, listed_key(job_id)))
 
     # --- plans ------------------------------------------------------------------------
     def plan(self, key: str) -> ScoringPlan:

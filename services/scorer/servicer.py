@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -10,6 +12,10 @@ from mfr.rpc.job_methods import STATE_OF, JobMethods
 from mfr.scorer.v1 import scorer_pb2, scorer_pb2_grpc
 from services.scorer.control import JobControl
 from services.scorer.jobs import JobRequest, JobView
+from services.scorer.scores import offline_fields
+
+#: What a person reads for the stages that are not "scoring"/"merging" round r.
+STAGE_TEXT = {"listed": "scoring pair lists, templates and 1:N"}
 
 
 class ScorerServicer(JobMethods, scorer_pb2_grpc.ScorerServiceServicer):
@@ -38,6 +44,8 @@ def job_message(view: JobView) -> scorer_pb2.Job:
             stage += f" ({pairs_rate:.3g} pairs/s)"
     elif stage == "merging":
         stage = f"merging round {row['round']}"
+    else:
+        stage = STAGE_TEXT.get(stage, stage)
     at = Timestamp()
     at.GetCurrentTime()
     job = scorer_pb2.Job(
@@ -62,10 +70,21 @@ def _threshold(value: float | None) -> float:
 
 
 def protocol_score(score: dict) -> types_pb2.ProtocolScore:
-    return types_pb2.ProtocolScore(
-        protocol_id=score["protocol_id"], tar=score["tar"], far=score["far"],
-        threshold=_threshold(score["threshold"]), genuine=score["genuine"],
-        impostor=score["impostor"], genuine_accepted=score["genuine_accepted"],
-        impostors_accepted=score["impostors_accepted"], tar_exact=score["tar_exact"],
-        roc=[types_pb2.RocPoint(far=p["far"], tar=p["tar"], threshold=_threshold(p["threshold"]),
-                                exact=p["exact"]) for p in score["roc"]])
+    """A stored score (services/scorer/scores.py) as the wire's ProtocolScore: kind, rate,
+    rate_exact and result_json always; the TAR fields and ROC for TAR kinds (scores stored
+    before the other kinds have no ``rate``: TAR)."""
+    rate = score.get("rate", "tar")
+    message = types_pb2.ProtocolScore(
+        protocol_id=score["protocol_id"], kind=score.get("kind", ""), rate=rate,
+        rate_exact=score.get("rate_exact") or score["tar_exact"],
+        result_json=json.dumps(offline_fields(score)))
+    if rate == "tar":
+        message.MergeFrom(types_pb2.ProtocolScore(
+            tar=score["tar"], far=score["far"], threshold=_threshold(score["threshold"]),
+            genuine=score["genuine"], impostor=score["impostor"],
+            genuine_accepted=score["genuine_accepted"],
+            impostors_accepted=score["impostors_accepted"], tar_exact=score["tar_exact"],
+            roc=[types_pb2.RocPoint(far=p["far"], tar=p["tar"],
+                                    threshold=_threshold(p["threshold"]), exact=p["exact"])
+                 for p in score["roc"]]))
+    return message

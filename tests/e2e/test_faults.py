@@ -47,7 +47,8 @@ class Rig:
     def __init__(self, root) -> None:
         from cli.client import zip_model
         from cli.stack.ports import free_port
-        from cli.stack.supervisor import StackConfig, default_testset
+        from cli.stack.supervisor import StackConfig
+        from cli.stack.testsets import default_testset
         from mfr.baselines.build import build_baselines
 
         self.root = root

@@ -60,7 +60,8 @@ class Journey:
 def journey(tmp_path_factory):
     from cli.client import zip_model
     from cli.stack.ports import free_port
-    from cli.stack.supervisor import Stack, StackConfig, default_testset
+    from cli.stack.supervisor import Stack, StackConfig
+    from cli.stack.testsets import default_testset
     from mfr.baselines.build import build_baselines
 
     root = tmp_path_factory.mktemp("journey")

@@ -28,7 +28,7 @@ def machine_cache_is_warm():
     """Per-machine work `mfr up` does once, not on every start: the validator's latency
     reference (about 30 s on a 2-core CPU) and the default synthetic test set. The budget
     is for a start on a machine that has done it, so do it here, outside the timing."""
-    from cli.stack.supervisor import cache_dir, default_testset
+    from cli.stack.testsets import cache_dir, default_testset
 
     default_testset()
     from services.validator.config import ModelCheckSettings

@@ -77,7 +77,7 @@ class ValidationReport(_message.Message):
     def __init__(self, ok: _Optional[bool] = ..., errors: _Optional[_Iterable[_Union[Finding, _Mapping]]] = ..., warnings: _Optional[_Iterable[_Union[Finding, _Mapping]]] = ..., feature_dim: _Optional[int] = ..., model_size_mb: _Optional[float] = ..., latency_ms: _Optional[float] = ..., latency_limit_ms: _Optional[float] = ..., input_mean: _Optional[float] = ..., input_std: _Optional[float] = ..., device: _Optional[str] = ..., latency_factor: _Optional[float] = ..., track_id: _Optional[str] = ..., model_sha256: _Optional[str] = ...) -> None: ...
 
 class ProtocolScore(_message.Message):
-    __slots__ = ("protocol_id", "tar", "far", "threshold", "genuine", "impostor", "genuine_accepted", "impostors_accepted", "tar_exact", "roc")
+    __slots__ = ("protocol_id", "tar", "far", "threshold", "genuine", "impostor", "genuine_accepted", "impostors_accepted", "tar_exact", "roc", "kind", "rate", "rate_exact", "result_json")
     PROTOCOL_ID_FIELD_NUMBER: _ClassVar[int]
     TAR_FIELD_NUMBER: _ClassVar[int]
     FAR_FIELD_NUMBER: _ClassVar[int]
@@ -88,6 +88,10 @@ class ProtocolScore(_message.Message):
     IMPOSTORS_ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     TAR_EXACT_FIELD_NUMBER: _ClassVar[int]
     ROC_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    RATE_FIELD_NUMBER: _ClassVar[int]
+    RATE_EXACT_FIELD_NUMBER: _ClassVar[int]
+    RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
     protocol_id: str
     tar: float
     far: float
@@ -98,7 +102,11 @@ class ProtocolScore(_message.Message):
     impostors_accepted: int
     tar_exact: str
     roc: _containers.RepeatedCompositeFieldContainer[RocPoint]
-    def __init__(self, protocol_id: _Optional[str] = ..., tar: _Optional[float] = ..., far: _Optional[float] = ..., threshold: _Optional[float] = ..., genuine: _Optional[int] = ..., impostor: _Optional[int] = ..., genuine_accepted: _Optional[int] = ..., impostors_accepted: _Optional[int] = ..., tar_exact: _Optional[str] = ..., roc: _Optional[_Iterable[_Union[RocPoint, _Mapping]]] = ...) -> None: ...
+    kind: str
+    rate: str
+    rate_exact: str
+    result_json: str
+    def __init__(self, protocol_id: _Optional[str] = ..., tar: _Optional[float] = ..., far: _Optional[float] = ..., threshold: _Optional[float] = ..., genuine: _Optional[int] = ..., impostor: _Optional[int] = ..., genuine_accepted: _Optional[int] = ..., impostors_accepted: _Optional[int] = ..., tar_exact: _Optional[str] = ..., roc: _Optional[_Iterable[_Union[RocPoint, _Mapping]]] = ..., kind: _Optional[str] = ..., rate: _Optional[str] = ..., rate_exact: _Optional[str] = ..., result_json: _Optional[str] = ...) -> None: ...
 
 class RocPoint(_message.Message):
     __slots__ = ("far", "tar", "threshold", "exact")

@@ -255,7 +255,12 @@ def make_plan(
     tile_size: int = TILE_SIZE,
     floor_settings: FloorSettings = DEFAULT_FLOORS,
 ) -> ScoringPlan:
-    """Round 1: check every protocol is scorable, group them, pick floors, list tiles."""
+    """Round 1: check every protocol is scorable, group them, pick floors, list tiles.
+
+    Only ``all`` and ``cross`` protocols are planned; the other kinds (listed pairs,
+    identification) are scored outside the tiles and are skipped here.
+    """
+    protocols = tuple(p for p in protocols if p.kind in ("all", "cross"))
     if labels.count != emb.count:
         raise InvalidInput(
             f"{emb.count} feature rows for {labels.count} images", code="features_invalid"

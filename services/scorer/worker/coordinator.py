@@ -1,15 +1,18 @@
 """The coordinator's steps, run by whichever worker takes the task: plan and merge.
 
 Plan (task ``scorer.plan``, once per job): read the challenge, the test set's
-manifest and the features; check them (a bad input fails the job with a
-stable code, without retries); make round 1's plan; store it; record the
-round and its tiles and enqueue one task per tile, all in one transaction.
+manifest, its protocol files and the features; check them (a bad input fails
+the job with a stable code, without retries); make round 1's plan; score the
+protocols the plan does not cover (``pairs``, ``templates``, ``identification``:
+listed pairs and one 1:N search, cheap next to the tiles) and store their scores;
+store the plan; record the round and its tiles and enqueue one task per tile,
+all in one transaction.
 
 Merge (task ``scorer.merge``, once per round, enqueued by the worker that
 completed the round's last tile): read every partial, merge exactly; record
 the protocols proven; then either plan the next round (the engine's retry,
-for protocols whose floor was not low enough) or write the result JSON and
-finish the job. Both steps are idempotent: a step run twice (a worker lost
+for protocols whose floor was not low enough) or join the listed protocols'
+scores, write the result JSON and finish the job. Both steps are idempotent: a step run twice (a worker lost
 after committing) finds its work recorded and does nothing.
 """
 
@@ -20,21 +23,24 @@ from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from threading import Event
 
+from mfr.challenge import Challenge
 from mfr.errors import InvalidInput, NotFound
 from mfr.jobs import ACTIVE, end_job
 from mfr.logs import get_logger
 from mfr.taskqueue import GiveUp
 from services.scorer.engine import (
-    ProtocolResult,
+    PLANNED_KINDS,
+    Embeddings,
+    ImageLabels,
     ScoringPlan,
     TilePartial,
     make_plan,
     merge,
-    protocol_json,
-    roc_json,
+    score_listed,
 )
 from services.scorer.inputs import job_challenge, partial_key, result_key
 from services.scorer.queue import MERGE, PLAN, TILE
+from services.scorer.scores import in_challenge_order, ranking_of, score_entry
 from services.scorer.worker.context import WorkerContext
 
 log = get_logger("services.scorer.worker.coordinator")
@@ -56,16 +62,19 @@ class Coordinator:
         self.ctx.book.set_stage(job_id, "planning")
         try:
             challenge = job_challenge(job)
-            labels = self.ctx.inputs.labels(job["testset_id"], challenge)
+            labels, files = self.ctx.inputs.labels_and_files(job["testset_id"], challenge)
             emb = self.ctx.inputs.embeddings(job, labels.count)
             plan = make_plan(emb, labels, challenge.protocols, self.ctx.backend,
                              tile_size=self.ctx.settings.scorer_tile_size,
                              floor_settings=self.ctx.settings.floor_settings())
+            listed = self._score_listed(job_id, challenge, emb, labels, files)
         except PERMANENT as exc:
             self.stop_job(job_id, "failed", exc.code, exc.message)
             raise GiveUp(exc.message) from exc
         if abandoned.is_set():
             return
+        if listed is not None:
+            self.ctx.inputs.store_listed(job_id, listed)
         key = self.ctx.inputs.store_plan(job_id, plan)
         with self.ctx.pool.connection() as conn, conn.transaction():
             job = self.ctx.book.job(job_id, conn, for_update=True)
@@ -73,7 +82,18 @@ class Coordinator:
                 return
             self._enqueue_round(conn, job_id, plan, key)
         log.info("job planned", job_id=job_id, tiles=len(plan.tiles), images=plan.count,
-                 protocols=list(plan.protocols))
+                 protocols=list(plan.protocols), listed=list(listed or ()))
+
+    def _score_listed(self, job_id: str, challenge: Challenge, emb: Embeddings,
+                      labels: ImageLabels, files: dict) -> dict[str, dict] | None:
+        """Scores of the protocols the tiles do not cover, once per job, on this worker's
+        backend (exact, so any worker's are the same bits); None when there are none."""
+        listed = [p for p in challenge.protocols if p.kind not in PLANNED_KINDS]
+        if not listed:
+            return None
+        self.ctx.book.set_stage(job_id, "listed")
+        results = score_listed(emb, labels, listed, files, self.ctx.backend)
+        return {p.id: score_entry(results[p.id]) for p in listed}
 
     def _enqueue_round(self, conn, job_id: str, plan: ScoringPlan, key: str) -> None:
         tiles = [(tile.key, plan.tile_pairs(tile), partial_key(job_id, plan.round, i))
@@ -103,7 +123,7 @@ class Coordinator:
                 lambda key: TilePartial.from_bytes(self.ctx.store.get_bytes(bucket, key)), keys))
         outcome = merge(plan, partials)
         del partials
-        proven = {pid: result_json(r) for pid, r in outcome.results.items()}
+        proven = {pid: score_entry(r) for pid, r in outcome.results.items()}
         if abandoned.is_set():
             return
         if outcome.retry is not None:
@@ -116,13 +136,15 @@ class Coordinator:
                      proven=list(proven), retry=[p for p in outcome.retry.protocols
                                                  if outcome.retry.protocols[p].searched])
             return
+        challenge = job_challenge(job)
+        listed = (self.ctx.inputs.listed(job_id)
+                  if any(p.kind not in PLANNED_KINDS for p in challenge.protocols) else {})
         with self.ctx.pool.connection() as conn, conn.transaction():
             if not self._claim_merge(conn, job_id, round, proven):
                 return
-            results = self.ctx.book.proven_results(conn, job_id)
-            ordered = {pid: results[pid] for pid in plan.protocols}
-            ranking = job_challenge(job).ranking_score(
-                {pid: Fraction(r["tar_exact"]) for pid, r in ordered.items()})
+            ordered = in_challenge_order(challenge, self.ctx.book.proven_results(conn, job_id),
+                                         listed)
+            ranking = ranking_of(challenge, ordered)
             document = self._result_document(job, ordered, ranking, round)
             data = json.dumps(document, indent=1).encode()
             stored = self.ctx.store.put_bytes(bucket, result_key(job_id), data)
@@ -187,10 +209,3 @@ class Coordinator:
         return end_job(self.ctx.pool, self.ctx.book, self.ctx.deferrer, job_id, state, code,
                        message)
 
-
-def result_json(result: ProtocolResult) -> dict:
-    """One protocol's result: ``mfr score --json``'s fields, the exact TAR, ROC points."""
-    return {**protocol_json(result),
-            "tar_exact": f"{result.genuine_accepted}/{result.genuine}",
-            "roc": [roc_json(point) for point in result.roc],
-            "rounds": result.rounds, "candidates": result.candidates}
