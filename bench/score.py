@@ -72,10 +72,10 @@ def timed(command: list[str]) -> dict:
     return {"seconds": seconds, "peak_rss_mb": usage.ru_maxrss / 1024, "stdout": stdout}
 
 
-def score_command(paths: dict, backend: str = "cpu") -> list[str]:
+def score_command(paths: dict, backend: str = "cpu", precision: str = "auto") -> list[str]:
     return [sys.executable, "-m", "cli.main", "score", "--challenge", str(paths["challenge"]),
             "--manifest", str(paths["manifest"]), "--features", str(paths["features"]),
-            "--json", "--backend", backend]
+            "--json", "--backend", backend, "--precision", precision]
 
 
 def naive_worker(count: int, dim: int) -> None:
@@ -101,6 +101,19 @@ def naive_worker(count: int, dim: int) -> None:
     print(json.dumps(tars))
 
 
+def by_precision(runs: list[dict]) -> dict:
+    """Best run per precision: pairs/s, efficiency, peak RSS, projected MR-All seconds."""
+    out = {}
+    for precision in dict.fromkeys(r["precision"] for r in runs):
+        mine = [r for r in runs if r["precision"] == precision]
+        best = max(mine, key=lambda r: r["efficiency"])
+        out[precision] = {"pairs_per_s": best["pairs_per_s"], "efficiency": best["efficiency"],
+                          "peak_rss_mb_max": max(r["peak_rss_mb"] for r in mine),
+                          "projected_mr_all_s": round(pairs_of(MR_ALL_IMAGES)
+                                                      / best["pairs_per_s"])}
+    return out
+
+
 def pairs_of(count: int) -> int:
     return count * (count - 1) // 2
 
@@ -112,6 +125,10 @@ def main() -> None:
     parser.add_argument("--naive-count", type=int, default=16_000,
                         help="images for the naive comparison (0: skip it)")
     parser.add_argument("--naive-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--precision", action="append", default=None,
+                        help="candidate-search precision (repeatable, e.g. fp32 and auto: each "
+                             "run takes them in turn, between the same GEMM measurements); "
+                             "default auto")
     args = parser.parse_args()
     if args.naive_worker:
         naive_worker(args.count, args.dim)
@@ -122,17 +139,22 @@ def main() -> None:
         pairs = pairs_of(args.count)
         runs = []
         for _ in range(args.repeats):
-            before = gemm_flops()
-            run = timed(score_command(paths))
-            after = gemm_flops()
-            gemm = max(before, after)  # conservative: the machine at its least loaded
-            rate = pairs / run["seconds"]
-            runs.append({"seconds": round(run["seconds"], 3), "pairs_per_s": round(rate),
-                         "peak_rss_mb": round(run["peak_rss_mb"], 1),
-                         "gemm_gflops_before_after": [round(before / 1e9, 1),
-                                                      round(after / 1e9, 1)],
-                         "efficiency": round(rate * 2 * args.dim / gemm, 3),
-                         "stdout": run["stdout"]})
+            for precision in args.precision or ["auto"]:
+                before = gemm_flops()
+                run = timed(score_command(paths, precision=precision))
+                after = gemm_flops()
+                gemm = max(before, after)  # conservative: the machine at its least loaded
+                rate = pairs / run["seconds"]
+                runs.append({"precision": precision, "seconds": round(run["seconds"], 3),
+                             "pairs_per_s": round(rate),
+                             "peak_rss_mb": round(run["peak_rss_mb"], 1),
+                             "gemm_gflops_before_after": [round(before / 1e9, 1),
+                                                          round(after / 1e9, 1)],
+                             "efficiency": round(rate * 2 * args.dim / gemm, 3),
+                             "stdout": run["stdout"]})
+        outputs = {r["stdout"] for r in runs}
+        if len(outputs) != 1:
+            raise SystemExit("the runs' JSON outputs differ between precisions")
         best = max(runs, key=lambda r: r["efficiency"])
         report = {
             "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus",
@@ -145,6 +167,7 @@ def main() -> None:
             "efficiency_median": float(np.median([r["efficiency"] for r in runs])),
             "peak_rss_mb_max": max(r["peak_rss_mb"] for r in runs),
             "projected_mr_all_s": round(pairs_of(MR_ALL_IMAGES) / best["pairs_per_s"]),
+            "by_precision": by_precision(runs),
             "tar": {k: v["tar"] for k, v in json.loads(best["stdout"])["protocols"].items()},
         }
         if args.naive_count:

@@ -46,16 +46,20 @@ def _load_features(path: str):
               help="Score only this protocol (repeatable; default: all).")
 @click.option("--backend", envvar="MFR_SCORER_BACKEND", default="auto", show_default=True,
               help="Compute backend: auto, cpu or gpu (also MFR_SCORER_BACKEND).")
+@click.option("--precision", envvar="MFR_SCORER_PRECISION", default="auto", show_default=True,
+              help="CPU candidate search: auto (int8 when exact), int8 or fp32 "
+                   "(also MFR_SCORER_PRECISION). No reported number depends on it.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 @click.option("--roc", is_flag=True, help="Also report TAR at FAR 1e-1, 1e-2, ... the target.")
 @reports_errors
-def score(challenge_path, manifest_path, features_path, protocols, backend, as_json, roc):
+def score(challenge_path, manifest_path, features_path, protocols, backend, precision, as_json,
+          roc):
     """Score features offline: the exact rate of every protocol."""
     from pathlib import Path
 
     from mfr.challenge import load_challenge
     from mfr.manifest import read_manifest
-    from services.scorer.engine import ImageLabels, read_protocol_files
+    from services.scorer.engine import ImageLabels, read_protocol_files, select_backend
     from services.scorer.engine import score as run_score
     from services.scorer.engine.universes import select_protocols
 
@@ -67,13 +71,14 @@ def score(challenge_path, manifest_path, features_path, protocols, backend, as_j
     labels = ImageLabels.from_manifest(manifest, wanted_tags)
     image_index = {path: row for row, path in enumerate(manifest.paths)}
     files = read_protocol_files(chosen, Path(manifest_path).parent, image_index)
+    engine = select_backend(backend, precision=precision)
     with _progress_bar() as progress:
         report = run_score(features, labels, challenge, protocols=[p.id for p in chosen],
-                           files=files, backend=backend, progress=progress)
+                           files=files, backend=engine, progress=progress)
     if as_json:
         click.echo(json.dumps(report.to_json(roc=roc)))
     else:
-        _print_table(report, roc)
+        _print_table(report, roc, f"{engine.precision}: {engine.precision_reason}")
 
 
 class _progress_bar:
@@ -108,13 +113,13 @@ def _threshold(value: float) -> str:
     return "-inf" if value == float("-inf") else f"{value:.6f}"
 
 
-def _print_table(report, roc: bool) -> None:
+def _print_table(report, roc: bool, precision: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
     from services.scorer.engine import ProtocolResult, rate_of
 
-    table = Table(title=f"{report.challenge.title} (backend {report.backend})")
+    table = Table(title=f"{report.challenge.title} (backend {report.backend}, {precision})")
     for header in ("protocol", "TAR %", "FAR", "threshold", "genuine", "accepted", "impostors",
                    "accepted"):
         table.add_column(header, justify="left" if header == "protocol" else "right")

@@ -72,6 +72,9 @@ class ScorerWorkerSettings(ServiceSettings, ServiceTokenSettings, DatabaseSettin
     metrics_port: int = METRICS_PORTS["scorer-worker"]
     #: ``auto`` (GPU when torch sees CUDA), ``cpu`` or ``gpu``.
     scorer_backend: str = "auto"
+    #: Candidate-search precision of the CPU backend: ``auto`` (int8 when its kernel
+    #: proves exact), ``int8`` or ``fp32``. No reported number depends on it.
+    scorer_precision: str = "auto"
     #: BLAS threads of one worker; 0: the cores this process may use (cgroup-aware).
     scorer_threads: int = Field(0, ge=0)
     #: Seconds before a failed task runs again.

@@ -48,7 +48,7 @@ def build(settings: ScorerWorkerSettings) -> Process:
     store = ObjectStore.from_settings(settings)
     book, deferrer = JobBook(pool), Deferrer(pool)
     inputs = JobInputs(store, settings.work_root("scorer"), settings.scorer_cached_jobs, threads)
-    backend = select_backend(settings.scorer_backend, threads)
+    backend = select_backend(settings.scorer_backend, threads, settings.scorer_precision)
     context = WorkerContext(pool, book, deferrer, store, inputs, backend, settings)
     coordinator = Coordinator(context)
     tiles = TileWork(context, name)

@@ -12,7 +12,7 @@ import pytest
 from mfr.errors import Conflict
 from services.scorer.engine import ImageLabels, make_plan, merge, run_rounds, score, score_tile
 from services.scorer.engine import plan as plan_module
-from services.scorer.engine.backends import candidate_filter
+from services.scorer.engine.backends import candidate_filter, proof_filter
 from services.scorer.engine.backends.cpu import CpuBackend
 from services.scorer.engine.canonical import canonical_scores, normalise
 from services.scorer.engine.floors import FloorSettings
@@ -228,7 +228,10 @@ def test_a_tile_at_positions_past_46341_finds_the_brute_force_candidates():
         scores = emb.unit[r0:r1] @ emb.unit[c0:c1].T
         r, c = np.nonzero(scores >= job.floor_min)
         r, c = r + r0, c + c0
-        keep, _bits = candidate_filter(r, c, scores[r - r0, c - c0], job)
+        keep, bits = candidate_filter(r, c, scores[r - r0, c - c0], job)
+        # Handed on: the candidates merge's proof uses (canonical >= floor + margin).
+        r, c, bits = r[keep], c[keep], bits[keep]
+        keep = proof_filter(bits, canonical_scores(emb.unit, r, c), job, plan.margin)
         got = sorted(zip(partial.first.tolist(), partial.second.tolist(), strict=True))
         assert got == sorted(zip(r[keep].tolist(), c[keep].tolist(), strict=True))
         assert partial.first.dtype == np.int64 and (partial.first < partial.second).all()

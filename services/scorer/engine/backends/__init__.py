@@ -26,6 +26,9 @@ from mfr.errors import InvalidInput
 from services.scorer.engine.canonical import Embeddings
 
 BACKEND_NAMES = ("auto", "cpu", "gpu")
+#: Candidate-search precision (MFR_SCORER_PRECISION): ``auto`` is int8 on the CPU when
+#: its integer kernel proves exact (backends/int8.py), float32 otherwise and on the GPU.
+PRECISION_NAMES = ("auto", "int8", "fp32")
 
 
 @dataclass(frozen=True)
@@ -67,20 +70,29 @@ class Backend(Protocol):
         image indices (int64), masks (int64), float64 scores."""
 
 
-def select_backend(name: str | None = None, threads: int | None = None) -> Backend:
-    """The backend called ``name`` (default ``auto``); ``threads`` bounds the CPU's canonical work."""
+def select_backend(name: str | None = None, threads: int | None = None,
+                   precision: str | None = None) -> Backend:
+    """The backend called ``name`` (default ``auto``); ``threads`` bounds the CPU's work;
+    ``precision`` (default ``auto``) the CPU's candidate search (``precision`` and
+    ``precision_reason`` on the backend say what was chosen and why)."""
     choice = (name or "auto").strip().lower()
     if choice not in BACKEND_NAMES:
         raise InvalidInput(
             f"unknown scorer backend {choice!r} (choose from {', '.join(BACKEND_NAMES)})",
             code="backend_unknown",
         )
+    wanted = (precision or "auto").strip().lower()
+    if wanted not in PRECISION_NAMES:
+        raise InvalidInput(
+            f"unknown scorer precision {wanted!r} (choose from {', '.join(PRECISION_NAMES)})",
+            code="precision_unknown",
+        )
     if choice == "auto":
         choice = "gpu" if _gpu_present() else "cpu"
     if choice == "cpu":
-        from services.scorer.engine.backends.cpu import CpuBackend
+        from services.scorer.engine.backends.int8 import cpu_backend
 
-        return CpuBackend(threads)
+        return cpu_backend(threads, wanted)
     from services.scorer.engine.backends.gpu import TorchBackend, gpu_available
 
     if not gpu_available():
@@ -114,3 +126,19 @@ def candidate_filter(
     for bit in np.flatnonzero(job.floors != np.inf):  # +inf: protocol not searched
         above |= ((bits >> bit) & 1).astype(bool) & (values >= job.floors[bit])
     return keep & above, bits
+
+
+def proof_filter(bits: np.ndarray, scores: np.ndarray, job: ImpostorJob, margin: float
+                 ) -> np.ndarray:
+    """Mask of the candidates merge's proof uses: canonical ``>= floor + margin`` for a
+    bit of theirs (``-inf`` floors keep every pair).
+
+    Every backend and precision finds all of these (the margin bounds the fast path's
+    error) and hands on nothing else, so merge sees the same lists whatever found them:
+    not only the proven numbers but the retry floors and ROC points are identical
+    (docs/scoring.md, "Low-precision candidate search (int8)").
+    """
+    keep = np.zeros(scores.shape, dtype=bool)
+    for bit in np.flatnonzero(job.floors != np.inf):
+        keep |= ((bits >> bit) & 1).astype(bool) & (scores >= float(job.floors[bit]) + margin)
+    return keep

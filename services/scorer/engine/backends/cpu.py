@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from services.scorer.engine.backends import ImpostorJob, candidate_filter
-from services.scorer.engine.canonical import Embeddings, canonical_scores
+from services.scorer.engine.backends import ImpostorJob, candidate_filter, proof_filter
+from services.scorer.engine.canonical import Embeddings, canonical_scores, fast_score_margin
 
 ROW_CHUNK = 1024
 # Below one hit row in SPARSE_ROWS, search only the hit rows of the mask; above,
@@ -26,6 +26,8 @@ SPARSE_ROWS = 2
 
 class CpuBackend:
     name = "cpu"
+    precision = "fp32"  # the candidate search's arithmetic (backends/int8.py: "int8")
+    precision_reason = "float32 GEMM"
 
     def __init__(self, threads: int | None = None) -> None:
         self.threads = threads  # canonical re-scoring; None: the cores this process may use
@@ -76,5 +78,7 @@ class CpuBackend:
         r = np.concatenate(found_r).astype(np.int64)
         c = np.concatenate(found_c).astype(np.int64)
         keep, bits = candidate_filter(r, c, np.concatenate(found_v), job)
-        first, second = job.rows[r[keep]], job.cols[c[keep]]
-        return first, second, bits[keep], self.canonical(emb, first, second)
+        first, second, bits = job.rows[r[keep]], job.cols[c[keep]], bits[keep]
+        scores = self.canonical(emb, first, second)
+        proof = proof_filter(bits, scores, job, fast_score_margin(emb.dim))
+        return first[proof], second[proof], bits[proof], scores[proof]

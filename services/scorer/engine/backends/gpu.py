@@ -45,6 +45,9 @@ def _strict_float32(torch) -> None:
 
 
 class TorchBackend:
+    precision = "fp32"  # the int8 search is CPU-only (docs/scoring.md)
+    precision_reason = "float32 GEMM (the GPU backend has no int8 path)"
+
     def __init__(self, device: str = "cuda") -> None:
         import torch
 
