@@ -24,6 +24,17 @@ ROW_CHUNK = 1024
 SPARSE_ROWS = 2
 
 
+def strips(job: ImpostorJob, height: int = ROW_CHUNK):
+    """(start, stop, first column, width) of each strip of ``job``'s tile, positions local
+    to the tile; a diagonal tile's strip starts at its own diagonal."""
+    r0, r1 = job.row_span
+    n_cols = job.col_span[1] - job.col_span[0]
+    for start in range(0, r1 - r0, height):
+        first_col = start if job.upper else 0
+        if n_cols - first_col > 0:
+            yield start, min(start + height, r1 - r0), first_col, n_cols - first_col
+
+
 class CpuBackend:
     name = "cpu"
     precision = "fp32"  # the candidate search's arithmetic (backends/int8.py: "int8")
@@ -49,12 +60,7 @@ class CpuBackend:
         buffer = np.empty(ROW_CHUNK * n_cols, dtype=np.float32)
         above_buffer = np.empty(ROW_CHUNK * n_cols, dtype=bool)
         found_r, found_c, found_v = [], [], []
-        for start in range(0, r1 - r0, ROW_CHUNK):
-            stop = min(start + ROW_CHUNK, r1 - r0)
-            first_col = start if job.upper else 0
-            width = n_cols - first_col
-            if width <= 0:
-                continue
+        for start, stop, first_col, width in strips(job):
             scores = buffer[: (stop - start) * width].reshape(stop - start, width)
             np.matmul(row_block[start:stop], col_block[first_col:].T, out=scores)
             above = above_buffer[: scores.size].reshape(scores.shape)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from services.scorer.engine.backends import ImpostorJob, candidate_filter, proof_filter
-from services.scorer.engine.backends.cpu import ROW_CHUNK, SPARSE_ROWS, CpuBackend
+from services.scorer.engine.backends.cpu import ROW_CHUNK, SPARSE_ROWS, CpuBackend, strips
 from services.scorer.engine.canonical import Embeddings, fast_score_margin
 
 log = logging.getLogger(__name__)
@@ -216,12 +216,7 @@ def _int8_hits(run, emb: Embeddings, quant: Quantised, job: ImpostorJob, margin:
     square = quant.scale * quant.scale
     searched = job.floors != np.inf
     found_r, found_c = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
-    for start in range(0, r1 - r0, ROW_CHUNK):
-        stop = min(start + ROW_CHUNK, r1 - r0)
-        first_col = start if job.upper else 0
-        width = n_cols - first_col
-        if width <= 0:
-            continue
+    for start, stop, first_col, width in strips(job, ROW_CHUNK):
         err = strip_bound(quant, row_index[start:stop], col_index)
         lowered = job.floors.astype(np.float64) - margin - err  # per bit
         threshold = math.floor(float(lowered[searched].min()) / square) - 1
