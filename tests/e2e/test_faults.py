@@ -36,8 +36,9 @@ FAST_RECOVERY = {
     # Each shard waits before it is embedded, so that "mid-embedding" lasts long enough
     # to be hurt in; the features do not depend on it.
     "MFR_EMBEDDER_FAULT_SHARD_DELAY_S": "3",
-    # A model that hangs in validation is stopped at this ceiling of its time budget.
-    "MFR_VALIDATOR_TIMEOUT_S": "30",
+    # A model that hangs in validation is stopped at this ceiling of its time budget: long
+    # enough for another participant's whole evaluation (about 15 s here) to end first.
+    "MFR_VALIDATOR_TIMEOUT_S": "45",
 }
 
 
