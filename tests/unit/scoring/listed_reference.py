@@ -87,3 +87,13 @@ def template_reference(features, rows, template_of, media_of) -> tuple[np.ndarra
         pooled[t] = total
     out = normalise(pooled)
     return out.unit, out.valid
+
+
+def run_mfr_score(challenge, manifest, features, *extra: str):
+    """``mfr score`` in-process on the given files (the CLI end of the listed kinds)."""
+    from click.testing import CliRunner
+
+    from cli.main import cli
+
+    return CliRunner().invoke(cli, ["score", "--challenge", str(challenge), "--manifest",
+                                    str(manifest), "--features", str(features), *extra])

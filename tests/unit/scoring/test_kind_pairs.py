@@ -7,9 +7,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from cli.main import cli
 from mfr.errors import InvalidInput
 from mfr.manifest import Manifest, write_manifest
 from mfr.testset.protocol_files import PairList
@@ -18,7 +16,13 @@ from services.scorer.engine.backends.cpu import CpuBackend
 from services.scorer.engine.kinds.files import ProtocolFiles
 from services.scorer.engine.kinds.pairs import score_pairs
 
-from .listed_reference import accuracy_reference, pair_scores, tar_reference, tied_features
+from .listed_reference import (
+    accuracy_reference,
+    pair_scores,
+    run_mfr_score,
+    tar_reference,
+    tied_features,
+)
 from .reference import make_challenge
 
 
@@ -152,9 +156,7 @@ def test_cli_reads_the_files_beside_the_manifest(tmp_path):
         '[[protocols]]\nid = "tar"\nkind = "pairs"\npairs = "lists/p.csv"\nfar = 0.1\n'
         '[[protocols]]\nid = "acc"\nkind = "pairs"\npairs = "lists/p.csv"\n'
         'metric = "accuracy"\n')
-    result = CliRunner().invoke(cli, ["score", "--challenge", str(tmp_path / "c.toml"),
-                                      "--manifest", str(folder / "m.csv"),
-                                      "--features", str(tmp_path / "f.npy"), "--json"])
+    result = run_mfr_score(tmp_path / "c.toml", folder / "m.csv", tmp_path / "f.npy", "--json")
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     emb = normalise(features)
@@ -165,7 +167,5 @@ def test_cli_reads_the_files_beside_the_manifest(tmp_path):
                                         np.repeat(np.arange(1, 11), 30).tolist(), 10)
     assert doc["protocols"]["acc"]["fold_accuracies"] == expected["fold_accuracies"]
     assert doc["ranking_score"] == float(mean)
-    table = CliRunner().invoke(cli, ["score", "--challenge", str(tmp_path / "c.toml"),
-                                     "--manifest", str(folder / "m.csv"),
-                                     "--features", str(tmp_path / "f.npy")])
+    table = run_mfr_score(tmp_path / "c.toml", folder / "m.csv", tmp_path / "f.npy")
     assert table.exit_code == 0 and "acc" in table.output and "accuracy" in table.output

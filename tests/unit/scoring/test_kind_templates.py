@@ -7,9 +7,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from cli.main import cli
 from mfr.manifest import Manifest, write_manifest
 from mfr.testset.protocol_files import PairList, read_templates
 from services.scorer.engine import ImageLabels, normalise, protocol_json, score
@@ -18,7 +16,7 @@ from services.scorer.engine.kinds import templates as templates_module
 from services.scorer.engine.kinds.files import ProtocolFiles
 from services.scorer.engine.kinds.templates import score_templates, template_features
 
-from .listed_reference import pair_scores, tar_reference, template_reference
+from .listed_reference import pair_scores, run_mfr_score, tar_reference, template_reference
 from .reference import make_challenge
 
 
@@ -123,9 +121,8 @@ def test_cli_scores_templates_from_the_manifest_folder(tmp_path):
     (tmp_path / "c.toml").write_text(
         'id = "t"\n[ranking]\nweights = { ijbc = 1 }\n[[protocols]]\nid = "ijbc"\n'
         'kind = "templates"\ntemplates = "t.csv"\npairs = "tp.csv"\nfar = 0.1\n')
-    result = CliRunner().invoke(cli, ["score", "--challenge", str(tmp_path / "c.toml"),
-                                      "--manifest", str(tmp_path / "m.csv"),
-                                      "--features", str(tmp_path / "f.npy"), "--json"])
+    result = run_mfr_score(tmp_path / "c.toml", tmp_path / "m.csv", tmp_path / "f.npy",
+                           "--json")
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     unit, valid = template_reference(features, [r[0] for r in rows], [r[1] for r in rows],
