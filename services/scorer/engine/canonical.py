@@ -88,7 +88,7 @@ def tree_sum(products: np.ndarray) -> np.ndarray:
     return products[:, 0].copy()
 
 
-def _parallel(count: int, threads: int | None, work) -> None:
+def in_parts(count: int, threads: int | None, work) -> None:
     """Run work(start, stop) over [0, count) in contiguous parts, one per thread (default:
     the cores this process may run on; a worker allotted fewer passes its own count)."""
     threads = threads or usable_cpus()
@@ -138,7 +138,7 @@ def normalise(features: np.ndarray, *, threads: int | None = None) -> Embeddings
             block[np.abs(block) < _TINY32] = 0.0  # subnormals and -0.0 become +0.0
             valid[start:stop] = ok
 
-    _parallel(count, threads, work)
+    in_parts(count, threads, work)
     return Embeddings(unit=unit, valid=valid)
 
 
@@ -168,7 +168,7 @@ def canonical_scores(
                         dtype=np.float64)
             out[start:stop] = tree_sum(block)
 
-    _parallel(count, threads, work)
+    in_parts(count, threads, work)
     return out
 
 

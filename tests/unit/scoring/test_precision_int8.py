@@ -21,7 +21,7 @@ from services.scorer.engine.backends.int8 import (
     Int8CpuBackend,
     check_kernel,
     quantise,
-    strip_bound,
+    product_bound,
 )
 from services.scorer.engine.canonical import canonical_scores
 from services.scorer.engine.floors import FloorSettings
@@ -31,11 +31,13 @@ from .reference import MR_PROTOCOLS, brute_force, make_challenge, mr_like
 SAMPLED = FloorSettings(expected_min=8, sample_min=2_000, sample_hits=8)
 
 @pytest.fixture(autouse=True)
-def short_strips(monkeypatch):
-    """Strips of 40 rows: the small tiles here span several strips (as 16384-row tiles do)."""
+def small_blocks(monkeypatch):
+    """Blocks of 40 rows x 56 columns: the small tiles here span several of each (as
+    16384-row tiles do), and a diagonal tile's blocks start off the column-block grid."""
     from services.scorer.engine.backends import int8 as module
 
-    monkeypatch.setattr(module, "ROW_CHUNK", 40)
+    monkeypatch.setattr(module, "ROW_BLOCK", 40)
+    monkeypatch.setattr(module, "COL_BLOCK", 56)
 
 
 int8_only = pytest.mark.skipif(select_backend("cpu").precision != "int8",
@@ -46,8 +48,8 @@ def fp32() -> CpuBackend:
     return select_backend("cpu", precision="fp32")
 
 
-def int8() -> Int8CpuBackend:
-    backend = select_backend("cpu", precision="int8")
+def int8(threads: int | None = None) -> Int8CpuBackend:
+    backend = select_backend("cpu", threads=threads, precision="int8")
     assert backend.precision == "int8", backend.precision_reason
     return backend
 
@@ -99,13 +101,13 @@ def test_the_bound_holds_for_every_pair(name):
     lowp = (quant.scale * quant.scale) * (q @ q.T).astype(np.float64)
     first, second = np.meshgrid(normal, normal, indexing="ij")
     exact = canonical_scores(emb.unit, first.ravel(), second.ravel()).reshape(lowp.shape)
-    bound = strip_bound(quant, normal, normal)
+    bound = product_bound(quant, normal, normal)
     worst = float(np.max(np.abs(lowp - exact)))
     assert worst <= bound
     # ... and per strip (rows in blocks, the tile's columns), as the backend uses it.
     for start in range(0, normal.size, 128):
         part = slice(start, start + 128)
-        assert np.max(np.abs(lowp[part] - exact[part])) <= strip_bound(quant, normal[part], normal)
+        assert np.max(np.abs(lowp[part] - exact[part])) <= product_bound(quant, normal[part], normal)
     assert bound < 0.2  # informative, not vacuous
 
 
@@ -202,11 +204,13 @@ def test_one_and_three_workers_int8_equal_fp32(force_retry):
         plan = replace(plan, protocols={pid: replace(p, floor=0.9999)
                                         for pid, p in plan.protocols.items()})
     outcomes = []
-    for workers, factory in ((1, fp32), (1, int8), (3, int8), (3, fp32)):
+    # Scorer workers (1, 3) and each int8 backend's kernel threads (1, the default, 3).
+    for workers, factory in ((1, fp32), (1, lambda: int8(1)), (1, int8), (3, lambda: int8(3)),
+                             (3, fp32)):
         results, rounds, _ = run_rounds(plan, None, None, workers=pool(features, workers, factory))
         outcomes.append(({pid: (r.tar, r.threshold, r.impostors_accepted, r.roc)
                           for pid, r in results.items()}, rounds))
-    assert outcomes[0] == outcomes[1] == outcomes[2] == outcomes[3]
+    assert all(outcome == outcomes[0] for outcome in outcomes)
 
 
 def saturating(a_u8: np.ndarray, b_i8: np.ndarray, out=None) -> np.ndarray:
