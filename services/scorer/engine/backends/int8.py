@@ -128,7 +128,6 @@ class Quantised:
 
     scale: float  # s: a' = s q
     q: np.ndarray  # int8 [N, D]; zero for outlier and invalid rows
-    shifted: np.ndarray  # uint8 [N, D]: q + 128, the kernel's A operand
     outlier: np.ndarray  # bool [N]: valid rows scored by the float32 path
     norm_q: np.ndarray  # float64 [N] >= ||a'||
     norm_err: np.ndarray  # float64 [N] >= ||a - a'||
@@ -154,7 +153,6 @@ def quantise(emb: Embeddings, threads: int | None = None) -> Quantised:
     scale = top / LEVELS if top > 0 else 1.0
     outlier = emb.valid & (largest.astype(np.float64) > LEVELS * scale)
     q = np.empty(unit.shape, dtype=np.int8)
-    shifted = np.empty(unit.shape, dtype=np.uint8)
     norms = np.zeros((3, count), dtype=np.float64)
 
     def work(first: int, last: int) -> None:
@@ -169,7 +167,6 @@ def quantise(emb: Embeddings, threads: int | None = None) -> Quantised:
             np.rint(levels, out=levels)
             np.clip(levels, -LEVELS, LEVELS, out=levels)
             q[start:stop] = levels
-            np.bitwise_xor(q[start:stop].view(np.uint8), np.uint8(0x80), out=shifted[start:stop])
             norms[0, start:stop] = np.einsum("ij,ij->i", levels, levels)  # integers: exact
             np.multiply(levels, scale, out=levels)
             np.subtract(a, levels, out=a)  # a - fl(s q): within 2**-52 ||a|| of a - s q
@@ -179,7 +176,7 @@ def quantise(emb: Embeddings, threads: int | None = None) -> Quantised:
     np.sqrt(norms, out=norms)
     norms[0] *= scale
     norms *= 1.0 + REL_SLACK  # float64 rounding of each norm, with room to spare
-    return Quantised(scale, q, shifted, outlier, norms[0], norms[1], norms[2])
+    return Quantised(scale, q, outlier, norms[0], norms[1], norms[2])
 
 
 class Int8CpuBackend(CpuBackend):
@@ -270,7 +267,8 @@ def _int8_hits(run, emb: Embeddings, quant: Quantised, job: ImpostorJob, margin:
     c0, c1 = job.col_span
     row_index, col_index = job.rows[r0:r1], job.cols[c0:c1]
     rows_q = quant.q[row_index]  # [n_rows, D] int8
-    cols_u8 = quant.shifted[col_index]  # [n_cols, D] uint8
+    cols_u8 = quant.q[col_index].view(np.uint8)  # a gathered copy: [n_cols, D] q + 128
+    cols_u8 ^= np.uint8(0x80)
     n_cols = c1 - c0
     square = quant.scale * quant.scale
     err = product_bound(quant, row_index, col_index)
