@@ -12,8 +12,11 @@ the candidates, so ``v`` *is* the threshold of DESIGN.md section 3, and
 another round with a lower floor for that protocol (services/scorer/engine/floors.py).
 
 Nothing here depends on which candidates were kept beyond that rule: a GPU
-keeping a slightly different set (float32 rounding differs) proves the same
-``v``, so results are identical whatever the backend and the split.
+keeping a slightly different set (float32 rounding differs), or the int8 search
+a far larger one, proves the same ``v``. Merge looks only at the candidates with
+canonical ``>= f + margin``, which every one of them finds, so results, retry
+floors and ROC points are identical whatever the backend, the precision and the
+split.
 
 The (k+1)-th largest counts pairs touching an invalid image as ``-inf``: when
 ``k + 1`` exceeds the number of valid impostor pairs the threshold is ``-inf``
@@ -125,6 +128,11 @@ def _protocol(plan: ScoringPlan, pp: ProtocolPlan, genuine: tuple, impostor: tup
     mask = np.int64(1) << pp.bit
     gen = genuine[1][(genuine[0] & mask) != 0]
     imp = impostor[1][(impostor[0] & mask) != 0]
+    if pp.floor != TAKE_ALL:
+        # Only the candidates the proof can use (canonical >= f + margin), which every
+        # backend and precision finds (each one's fast-score margin): the list, and so
+        # the retry floors, ROC points and candidate count, are the same whatever found it.
+        imp = imp[imp >= pp.floor + plan.margin]
     counts = pp.counts
     if gen.size != counts.genuine:
         raise Conflict(f"protocol {pp.protocol.id!r}: {gen.size} genuine scores for "

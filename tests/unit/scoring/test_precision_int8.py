@@ -20,8 +20,8 @@ from services.scorer.engine.backends.cpu import CpuBackend
 from services.scorer.engine.backends.int8 import (
     Int8CpuBackend,
     check_kernel,
-    quantise,
     product_bound,
+    quantise,
 )
 from services.scorer.engine.canonical import canonical_scores
 from services.scorer.engine.floors import FloorSettings

@@ -126,6 +126,38 @@ def test_ties_everywhere_with_small_tiles_and_retries(seed):
         assert result.genuine_accepted == w["genuine_accepted"]
 
 
+def _outcomes(plan, emb, backend):
+    results, rounds, _ = run_rounds(plan, emb, backend)
+    return rounds, {pid: (r.threshold, r.tar, r.impostors_accepted, r.roc, r.candidates,
+                          r.rounds) for pid, r in results.items()}
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_backend_handing_on_extra_candidates_changes_nothing(monkeypatch, seed):
+    """A backend keeping more than the proof needs (the torch backend; any fast path with
+    a wider margin) gets the same thresholds, ROC points, candidate counts and rounds:
+    merge looks only at canonical >= floor + margin. Ties and floors forced onto and
+    between the tied levels, so retries happen and extra pairs sit at every floor."""
+    from services.scorer.engine.backends import cpu as cpu_module
+
+    features, labels = mr_like(300, 8, 200 + seed, sparse=True)
+    challenge = make_challenge(MR_PROTOCOLS)
+    emb = normalise(features)
+    base = make_plan(emb, labels, challenge.protocols, CpuBackend(), tile_size=32,
+                     floor_settings=SAMPLED)
+    levels = np.unique(np.round(canonical_scores(emb.unit, np.arange(0, 300, 2),
+                                                 np.arange(1, 300, 2)), 6))
+    for floor in [0.999, *levels[-4:], *(levels[-4:] - 1e-6)]:
+        plan = replace(base, protocols={pid: replace(p, floor=float(np.float32(floor)))
+                                        for pid, p in base.protocols.items()})
+        want = _outcomes(plan, emb, CpuBackend())
+        with monkeypatch.context() as patched:
+            patched.setattr(cpu_module, "proof_filter",
+                            lambda bits, scores, job, margin: np.ones(scores.shape, bool))
+            got = _outcomes(plan, emb, CpuBackend())
+        assert got == want, floor
+
+
 def test_cross_protocol_where_every_image_has_both_tags_and_same_tags():
     """probe == gallery: every ordered pair of two different images, both orders."""
     features, labels = mr_like(120, 6, 7)

@@ -130,13 +130,13 @@ def candidate_filter(
 
 def proof_filter(bits: np.ndarray, scores: np.ndarray, job: ImpostorJob, margin: float
                  ) -> np.ndarray:
-    """Mask of the candidates merge's proof uses: canonical ``>= floor + margin`` for a
+    """Mask of the candidates merge's proof can use: canonical ``>= floor + margin`` for a
     bit of theirs (``-inf`` floors keep every pair).
 
     Every backend and precision finds all of these (the margin bounds the fast path's
-    error) and hands on nothing else, so merge sees the same lists whatever found them:
-    not only the proven numbers but the retry floors and ROC points are identical
-    (docs/scoring.md, "Low-precision candidate search (int8)").
+    error). Merge keeps exactly these per protocol whatever it is handed (so retry floors
+    and ROC points are identical, docs/scoring-int8.md); dropping the rest here only
+    keeps the partials small.
     """
     keep = np.zeros(scores.shape, dtype=bool)
     for bit in np.flatnonzero(job.floors != np.inf):
