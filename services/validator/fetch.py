@@ -37,7 +37,9 @@ def validate_stored(
     if not upload.bucket or not upload.key:
         raise InvalidInput("upload: bucket and key are required", code="invalid_request")
     cap = upload_cap(track, validator.options.zip_policy.max_other_bytes)
-    with tempfile.TemporaryDirectory(prefix="mfr-upload-", dir=validator.options.work_root) as tmp:
+    # Admitted before the download: a busy validator refuses without fetching a byte.
+    with validator.admission(), tempfile.TemporaryDirectory(
+            prefix="mfr-upload-", dir=validator.options.work_root) as tmp:
         # Keep the uploaded kind visible to the validator (.zip or .onnx); the
         # name itself is ours, never the participant's.
         suffix = Path(upload.key).suffix.lower()

@@ -12,6 +12,8 @@ import hashlib
 import shutil
 import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,6 +61,7 @@ class Validator:
         self.calibrator = calibrator
         self._slots = threading.BoundedSemaphore(self.options.max_concurrent)
         self._admitted = threading.BoundedSemaphore(self.options.admitted)
+        self._holder = threading.local()  # this thread holds an admission (admission())
 
     @classmethod
     def create(
@@ -96,20 +99,35 @@ class Validator:
             latency_factor=scale.factor,
             latency_limit_ms=scale.limit_ms(track.max_latency_ms),
         )
+        with self.admission(), self._slots, tempfile.TemporaryDirectory(
+            prefix="mfr-validate-", dir=self.options.work_root
+        ) as tmp:
+            # Absolute paths: the child works in an empty directory of its own.
+            self._check(Path(upload).resolve(), Path(tmp).resolve(), track, scale, report,
+                        model_out, tuple(batch_sizes))
+        return report
+
+    @contextmanager
+    def admission(self) -> Iterator[None]:
+        """A place among the validations running or waiting, or ``validator_busy`` at once.
+
+        Callers that fetch the upload first (fetch.validate_stored) take it before the
+        download, so a busy validator refuses without fetching anything; ``validate`` inside
+        it does not take a second one.
+        """
+        if getattr(self._holder, "admitted", False):
+            yield
+            return
         if not self._admitted.acquire(blocking=False):
             raise Unavailable(
                 f"the validator is busy ({self.options.max_concurrent} validations running, "
                 "as many waiting); try again shortly", code="validator_busy")
+        self._holder.admitted = True
         try:
-            with self._slots, tempfile.TemporaryDirectory(
-                prefix="mfr-validate-", dir=self.options.work_root
-            ) as tmp:
-                # Absolute paths: the child works in an empty directory of its own.
-                self._check(Path(upload).resolve(), Path(tmp).resolve(), track, scale, report,
-                            model_out, tuple(batch_sizes))
+            yield
         finally:
+            self._holder.admitted = False
             self._admitted.release()
-        return report
 
     def _check(self, upload: Path, workdir: Path, track: Track, scale: LatencyScale,
                report: ValidationReport, model_out: Path | None,
