@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo up test lint protos clean
+.PHONY: demo up test lint protos docs-images clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ lint: $(STAMP)
 
 protos: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py
+
+# Re-take docs/img/leaderboard.png from the web page in headless chromium.
+docs-images: $(STAMP)
+	MFR_UPDATE_DOCS_IMAGES=1 $(BIN)/python -m pytest -q tests/e2e/test_web_leaderboard.py
 
 clean:
 	rm -rf $(VENV) .mfr .pytest_cache
