@@ -61,6 +61,7 @@ def build(settings: ScorerWorkerSettings) -> Process:
                          settings.shutdown_grace_s)
     export_queue_depth(book.tiles_waiting, QUEUE_TILES)
     log.info("worker configured", worker=name, blas_threads=threads, backend=backend.name,
+             precision=backend.precision, precision_reason=backend.precision_reason,
              tile_size=settings.scorer_tile_size)
     return Process(ready=Readiness({"postgres": lambda: ping(pool), "s3": store.ready}),
                    background=[worker], on_stop=pool.close)

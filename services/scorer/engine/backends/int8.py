@@ -47,7 +47,7 @@ ROW_BLOCK = 512
 COL_BLOCK = 512
 PAIR_CHUNK = 4096  # pairs per float32 re-scoring chunk
 _EMPTY = np.empty(0, dtype=np.int64)
-# Safety terms of the bound (docs/scoring.md): relative, for float64 rounding in the
+# Safety terms of the bound (docs/scoring-int8.md): relative, for float64 rounding in the
 # norms and products (at most ~D * 2**-53 = 6e-14 at D = 512); absolute, for the
 # canonical score's own float64 error (~1e-15) and the float64 s^2 Q (~1e-16).
 REL_SLACK = 1e-9
@@ -139,10 +139,11 @@ def quantise(emb: Embeddings, threads: int | None = None) -> Quantised:
     largest = np.zeros(count, dtype=np.float32)
 
     def find_largest(first: int, last: int) -> None:
-        for start in range(first, last, NORM_ROWS):
-            block = unit[start:min(start + NORM_ROWS, last)]
-            if block.shape[1]:
-                np.maximum(block.max(axis=1), -block.min(axis=1), out=largest[start:start + len(block)])
+        for start in range(first, last, NORM_ROWS):  # no N x D temporary of |unit|
+            stop = min(start + NORM_ROWS, last)
+            if emb.dim:
+                block = unit[start:stop]
+                np.maximum(block.max(axis=1), -block.min(axis=1), out=largest[start:stop])
 
     in_parts(count, threads, find_largest)
     valid_largest = largest[emb.valid]
