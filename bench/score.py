@@ -11,6 +11,8 @@ is shared, so only ratios measured together mean anything):
   4096x512 @ 512x4096 product, measured just before and just after the run
   (the larger of the two: neighbours' load only ever lowers it);
 - ``projected_mr_all_s``: the 1,319,182,554,360 MR-All pairs at the best run's rate;
+- ``phases_s`` per run: where the command's time went (``mfr score --timings``: inputs,
+  backend, normalise, plan, tiles, listed);
 
 The command runs ``--repeats`` times, each between its own two GEMM
 measurements; every run is listed, with the best and the median.
@@ -69,13 +71,14 @@ def timed(command: list[str]) -> dict:
     seconds = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{stderr.decode()}")
-    return {"seconds": seconds, "peak_rss_mb": usage.ru_maxrss / 1024, "stdout": stdout}
+    return {"seconds": seconds, "peak_rss_mb": usage.ru_maxrss / 1024, "stdout": stdout,
+            "stderr": stderr}
 
 
 def score_command(paths: dict, backend: str = "cpu", precision: str = "auto") -> list[str]:
     return [sys.executable, "-m", "cli.main", "score", "--challenge", str(paths["challenge"]),
             "--manifest", str(paths["manifest"]), "--features", str(paths["features"]),
-            "--json", "--backend", backend, "--precision", precision]
+            "--json", "--timings", "--backend", backend, "--precision", precision]
 
 
 def naive_worker(count: int, dim: int) -> None:
@@ -99,6 +102,13 @@ def naive_worker(count: int, dim: int) -> None:
         del scores, same
         tars[name] = float(tpr[np.searchsorted(fpr, 1e-6, side="right") - 1])
     print(json.dumps(tars))
+
+
+def phases(stderr: bytes) -> dict:
+    """The command's own timings (``mfr score --timings``): seconds per phase, in-process;
+    the rest of the wall time is Python's start-up and imports."""
+    lines = [line for line in stderr.decode().splitlines() if line.startswith("{")]
+    return json.loads(lines[-1])["seconds"] if lines else {}
 
 
 def by_precision(runs: list[dict]) -> dict:
@@ -151,6 +161,7 @@ def main() -> None:
                              "gemm_gflops_before_after": [round(before / 1e9, 1),
                                                           round(after / 1e9, 1)],
                              "efficiency": round(rate * 2 * args.dim / gemm, 3),
+                             "phases_s": phases(run["stderr"]),
                              "stdout": run["stdout"]})
         outputs = {r["stdout"] for r in runs}
         if len(outputs) != 1:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 
 import click
 
@@ -51,9 +52,12 @@ def _load_features(path: str):
                    "(also MFR_SCORER_PRECISION). No reported number depends on it.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 @click.option("--roc", is_flag=True, help="Also report TAR at FAR 1e-1, 1e-2, ... the target.")
+@click.option("--timings", is_flag=True,
+              help="Also print where the time went (one JSON line on stderr: reading the "
+                   "inputs, normalisation, plan, tiles, listed kinds; backend, precision).")
 @reports_errors
 def score(challenge_path, manifest_path, features_path, protocols, backend, precision, as_json,
-          roc):
+          roc, timings):
     """Score features offline: the exact rate of every protocol."""
     from pathlib import Path
 
@@ -63,6 +67,7 @@ def score(challenge_path, manifest_path, features_path, protocols, backend, prec
     from services.scorer.engine import score as run_score
     from services.scorer.engine.universes import select_protocols
 
+    started = time.perf_counter()
     challenge = load_challenge(challenge_path)
     chosen = select_protocols(challenge, list(protocols))
     manifest = read_manifest(manifest_path)
@@ -71,10 +76,17 @@ def score(challenge_path, manifest_path, features_path, protocols, backend, prec
     labels = ImageLabels.from_manifest(manifest, wanted_tags)
     image_index = {path: row for row, path in enumerate(manifest.paths)}
     files = read_protocol_files(chosen, Path(manifest_path).parent, image_index)
+    read_s = time.perf_counter() - started
     engine = select_backend(backend, precision=precision)
+    backend_s = time.perf_counter() - started - read_s
     with _progress_bar() as progress:
         report = run_score(features, labels, challenge, protocols=[p.id for p in chosen],
                            files=files, backend=engine, progress=progress)
+    if timings:  # stderr: stdout stays the same document whatever the machine and the run
+        seconds = {"inputs": read_s, "backend": backend_s, **report.seconds}
+        click.echo(json.dumps({"backend": engine.name, "precision": engine.precision,
+                               "seconds": {k: round(v, 3) for k, v in seconds.items()}}),
+                   err=True)
     if as_json:
         click.echo(json.dumps(report.to_json(roc=roc)))
     else:

@@ -74,6 +74,18 @@ def test_roc_flag_adds_points_outside_the_contract_keys(inputs):
     assert points[-1]["exact"] and points[-1]["tar"] == doc["protocols"]["mr-all"]["tar"]
 
 
+def test_timings_go_to_stderr_and_leave_the_document_alone(inputs):
+    _, _, paths = inputs
+    plain = run(paths, "--json", "--backend", "cpu", "--precision", "fp32")
+    timed = run(paths, "--json", "--backend", "cpu", "--precision", "fp32", "--timings")
+    assert timed.exit_code == 0, timed.stderr
+    assert timed.stdout == plain.stdout
+    line = json.loads(timed.stderr.strip().splitlines()[-1])
+    assert (line["backend"], line["precision"]) == ("cpu", "fp32")
+    assert list(line["seconds"]) == ["inputs", "backend", "normalise", "plan", "tiles"]
+    assert all(seconds >= 0 for seconds in line["seconds"].values())
+
+
 def test_table_without_json(inputs):
     _, _, paths = inputs
     result = run(paths)
