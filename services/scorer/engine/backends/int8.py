@@ -217,12 +217,7 @@ class Int8CpuBackend(CpuBackend):
         ro, co = _outlier_hits(emb, quant, job)
         r, c = np.concatenate([r, ro]), np.concatenate([c, co])
         first, second = job.rows[r], job.cols[c]
-        # The float32 rule on float32 scores of the hits: what the float32 path keeps, a
-        # superset of what the proof needs (|fast - canonical| <= margin, any order), at a
-        # fraction of the canonical score's cost (the int8 bound lets in ~10x more pairs).
-        fast = pair_scores(emb.unit, first, second, self.workers)
-        keep, bits = candidate_filter(r, c, fast, job)
-        first, second, bits = first[keep], second[keep], bits[keep]
+        bits = job.row_bits[r] & job.col_bits[c]
         scores = self.canonical(emb, first, second)
         proof = proof_filter(bits, scores, job, margin)  # exactly what the float32 path returns
         return first[proof], second[proof], bits[proof], scores[proof]
@@ -255,14 +250,18 @@ def product_bound(quant: Quantised, rows: np.ndarray, cols: np.ndarray) -> float
 
 def _int8_hits(run, emb: Embeddings, quant: Quantised, job: ImpostorJob, margin: float,
                workers: int) -> tuple[np.ndarray, np.ndarray]:
-    """Universe positions (r, c) of the non-outlier pairs passing the lowered floors.
+    """Universe positions (r, c) of the non-outlier pairs the float32 rule keeps.
 
     The tile is cut into blocks of ROW_BLOCK rows x COL_BLOCK columns; ``workers`` threads
     take row blocks in turn (a diagonal tile's first blocks are the widest), each running
     one single-threaded product per block and comparing it while it is still in the
     core's cache. Each product is ``columns x rows`` (the columns as the kernel's uint8
     operand), so every block's operand is a contiguous slice: nothing is copied per block
-    but the row block's transpose.
+    but the row block's transpose. The hits of a row block then pass, on the same thread,
+    the candidate rule on ``s^2 Q`` with the floors lowered by the bound, and the float32
+    rule on their float32 scores: what the float32 path keeps, a superset of what the
+    proof needs (|fast - canonical| <= margin, any order), at a fraction of the canonical
+    score's cost (the int8 bound lets in ~10x more pairs).
     """
     r0, r1 = job.row_span
     c0, c1 = job.col_span
@@ -270,17 +269,18 @@ def _int8_hits(run, emb: Embeddings, quant: Quantised, job: ImpostorJob, margin:
     rows_q = quant.q[row_index]  # [n_rows, D] int8
     cols_u8 = quant.q[col_index].view(np.uint8)  # a gathered copy: [n_cols, D] q + 128
     cols_u8 ^= np.uint8(0x80)
+    row_normal, col_normal = ~quant.outlier[row_index], ~quant.outlier[col_index]
     n_cols = c1 - c0
     square = quant.scale * quant.scale
     err = product_bound(quant, row_index, col_index)
-    lowered = job.floors.astype(np.float64) - margin - err  # per bit
+    lowered = replace(job, floors=job.floors.astype(np.float64) - margin - err)  # per bit
     # One below the smallest integer that can pass: float64 rounding of s^2 Q cannot push
     # a passing Q under it.
-    threshold = max(math.floor(float(lowered[job.floors != np.inf].min()) / square) - 1,
+    threshold = max(math.floor(float(lowered.floors[job.floors != np.inf].min()) / square) - 1,
                     -(2**31))
     buffers = threading.local()
 
-    def block_hits(start: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def block_hits(start: int) -> tuple[np.ndarray, np.ndarray]:
         stop = min(start + ROW_BLOCK, r1 - r0)
         height = stop - start
         if not hasattr(buffers, "out"):
@@ -300,8 +300,15 @@ def _int8_hits(run, emb: Embeddings, quant: Quantised, job: ImpostorJob, margin:
                 cc, rr = np.divmod(flat, height)
                 found.append((rr + start, cc + first, product.reshape(-1)[flat]))
         if not found:
-            return _EMPTY, _EMPTY, np.empty(0, np.int32)
-        return tuple(np.concatenate(part) for part in zip(*found))
+            return _EMPTY, _EMPTY
+        rr, cc, products = (np.concatenate(part) for part in zip(*found))
+        keep = row_normal[rr] & col_normal[cc]  # tile-local positions
+        rr, cc = rr[keep].astype(np.int64) + r0, cc[keep].astype(np.int64) + c0
+        passed, _ = candidate_filter(rr, cc, square * products[keep].astype(np.float64), lowered)
+        rr, cc = rr[passed], cc[passed]
+        fast = pair_scores(emb.unit, job.rows[rr], job.cols[cc], threads=1)
+        passed, _ = candidate_filter(rr, cc, fast, job)
+        return rr[passed], cc[passed]
 
     starts = range(0, r1 - r0, ROW_BLOCK)
     if workers > 1 and len(starts) > 1:
@@ -309,14 +316,8 @@ def _int8_hits(run, emb: Embeddings, quant: Quantised, job: ImpostorJob, margin:
             parts = list(pool.map(block_hits, starts))
     else:
         parts = [block_hits(start) for start in starts]
-    rr = np.concatenate([p[0] for p in parts]).astype(np.int64)
-    cc = np.concatenate([p[1] for p in parts]).astype(np.int64)
-    products = np.concatenate([p[2] for p in parts])
-    keep = ~quant.outlier[row_index[rr]] & ~quant.outlier[col_index[cc]]
-    rr, cc = rr[keep] + r0, cc[keep] + c0
-    values = square * products[keep].astype(np.float64)
-    passed, _ = candidate_filter(rr, cc, values, replace(job, floors=lowered))
-    return rr[passed], cc[passed]
+    return (np.concatenate([p[0] for p in parts]).astype(np.int64),
+            np.concatenate([p[1] for p in parts]).astype(np.int64))
 
 
 def _outlier_hits(emb: Embeddings, quant: Quantised, job: ImpostorJob
