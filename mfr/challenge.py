@@ -23,6 +23,11 @@ __all__ = ["Challenge", "Embedding", "Protocol", "Track", "load_challenge", "par
 BUILTIN_CHALLENGE = "iccv21-mfr.toml"
 #: Challenges that come with the package, by name (``--challenge mfr-ongoing``).
 BUILTIN_CHALLENGES = {"iccv21-mfr": BUILTIN_CHALLENGE, "mfr-ongoing": "mfr-ongoing.toml"}
+#: The leaderboard export's own columns (mfr/ranking/board.py), around one column per
+#: protocol id: a protocol id may not be one of them.
+BOARD_COLUMNS_BEFORE = ("rank", "participant", "organisation", "organisation_hidden",
+                        "baseline", "submission_id", "ranking_score", "ranking_exact")
+BOARD_COLUMNS_AFTER = ("model_size_mb", "latency_ms", "submitted_at")
 
 
 @dataclass(frozen=True)
@@ -166,6 +171,10 @@ def parse_challenge(data: dict, source: str = "") -> Challenge:
     ids = [p.id for p in challenge.protocols]
     if len(set(ids)) != len(ids):
         raise InvalidInput("challenge: protocol ids must be unique", code="challenge_invalid")
+    taken = sorted(set(ids) & set(BOARD_COLUMNS_BEFORE + BOARD_COLUMNS_AFTER))
+    if taken:
+        raise InvalidInput(f"challenge: protocol id {taken[0]!r} is a column of the leaderboard "
+                           "export; choose another", code="challenge_invalid")
     for pid in challenge.weights:
         if pid not in ids:
             raise InvalidInput(f"ranking weight for unknown protocol {pid!r}", code="challenge_invalid")

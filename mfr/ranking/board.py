@@ -19,7 +19,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from fractions import Fraction
 
-from mfr.challenge import Challenge
+from mfr.challenge import BOARD_COLUMNS_AFTER, BOARD_COLUMNS_BEFORE, Challenge
 from mfr.ranking.scores import fraction_text, parse_fraction
 
 
@@ -159,9 +159,7 @@ def export_csv(board: Board, challenge: Challenge, reveal: bool = True) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     protocol_ids = [p.id for p in challenge.protocols]
-    writer.writerow(["rank", "participant", "organisation", "organisation_hidden", "baseline",
-                     "submission_id", "ranking_score", "ranking_exact", *protocol_ids,
-                     "model_size_mb", "latency_ms", "submitted_at"])
+    writer.writerow([*BOARD_COLUMNS_BEFORE, *protocol_ids, *BOARD_COLUMNS_AFTER])
     for e in board.entries:
         org = e.organisation if reveal or not e.organisation_hidden else ""
         writer.writerow([e.rank, _cell(e.participant), _cell(org), str(e.organisation_hidden).lower(),

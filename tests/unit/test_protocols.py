@@ -69,3 +69,29 @@ def test_the_built_in_mfr_ongoing_challenge_is_iccv21_plus_the_successors_protoc
         ("ijbc-1e-4", "tar"), ("ijbc-1e-5", "tar"), ("mr-1n", "tpir")]
     assert ongoing.closes is None  # ongoing: always open
     assert needs_protocol_files("mfr-ongoing") and not needs_protocol_files(None)
+
+
+@pytest.mark.parametrize("pid", ["rank", "submitted_at"])
+def test_a_protocol_id_that_is_a_leaderboard_export_column_is_refused(pid):
+    """The CSV export has a column per protocol id beside its own: a protocol called "rank"
+    would make two "rank" columns."""
+    import tomllib
+    from importlib import resources
+
+    from mfr.challenge import parse_challenge
+
+    data = tomllib.loads(resources.files("mfr.builtin").joinpath("iccv21-mfr.toml")
+                         .read_text("utf-8"))
+    weights = data["ranking"]["weights"]
+
+    def rename(old: str, new: str) -> None:
+        data["protocols"][0]["id"] = new
+        data["ranking"]["weights"] = {new if k == old else k: v for k, v in weights.items()}
+
+    first = data["protocols"][0]["id"]
+    rename(first, pid)
+    with pytest.raises(InvalidInput) as err:
+        parse_challenge(data, "test")
+    assert err.value.code == "challenge_invalid" and repr(pid) in str(err.value)
+    rename(first, f"{pid}-2")  # anything else is fine
+    assert parse_challenge(data, "test").protocols[0].id == f"{pid}-2"
