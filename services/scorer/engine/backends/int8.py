@@ -261,7 +261,7 @@ def _int8_hits(run, emb: Embeddings, quant: Quantised, job: ImpostorJob, margin:
     the candidate rule on ``s^2 Q`` with the floors lowered by the bound, and the float32
     rule on their float32 scores: what the float32 path keeps, a superset of what the
     proof needs (|fast - canonical| <= margin, any order), at a fraction of the canonical
-    score's cost (the int8 bound lets in ~10x more pairs).
+    score's cost (the int8 bound lets in ~12x more pairs).
     """
     r0, r1 = job.row_span
     c0, c1 = job.col_span
