@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,24 +151,31 @@ class ObjectStore:
 
     def get_file(self, bucket: str, key: str, path: str | Path,
                  expect_sha256: str | None = None) -> StoredObject:
-        """Download to ``path`` (via a temporary name), verifying the hash when given."""
+        """Download to ``path`` (via a temporary name), verifying the hash when given.
+
+        The temporary name is unique, beside ``path``: fetches of one object at once (threads
+        of a service answering two calls, pods sharing a cache volume) each write their own
+        file, and each rename is atomic. Nothing is left behind when the fetch fails.
+        """
         path = Path(path)
-        tmp = path.with_name(path.name + ".part")
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
         sha = hashlib.sha256()
         size = 0
-        with open(tmp, "wb") as out:
-            for data in self.iter_chunks(bucket, key):
-                sha.update(data)
-                size += len(data)
-                out.write(data)
-        digest = sha.hexdigest()
-        if expect_sha256 and digest != expect_sha256:
+        try:
+            with open(tmp, "xb") as out:
+                for data in self.iter_chunks(bucket, key):
+                    sha.update(data)
+                    size += len(data)
+                    out.write(data)
+            digest = sha.hexdigest()
+            if expect_sha256 and digest != expect_sha256:
+                raise NotFound(
+                    f"object {bucket}/{key}: sha256 {digest[:12]}… differs from "
+                    f"{expect_sha256[:12]}…", code="object_corrupt")
+            tmp.replace(path)
+        except BaseException:
             tmp.unlink(missing_ok=True)
-            raise NotFound(
-                f"object {bucket}/{key}: sha256 {digest[:12]}… differs from {expect_sha256[:12]}…",
-                code="object_corrupt",
-            )
-        tmp.replace(path)
+            raise
         return StoredObject(bucket, key, size, digest)
 
     def get_bytes(self, bucket: str, key: str) -> bytes:

@@ -9,7 +9,6 @@ a pod fetches only the shards it embeds.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -114,10 +113,9 @@ def _ensure(store, bucket: str, testset_id: str, name: str, root: Path, sha256: 
 
 def _download(store, bucket: str, key: str, path: Path, sha256: str | None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Unique temporary name per process: two pods sharing a cache volume may fetch at once.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    store.get_file(bucket, key, tmp, expect_sha256=sha256)
-    os.replace(tmp, path)
+    # get_file writes a unique temporary name and renames it: two threads, or two pods
+    # sharing a cache volume, may fetch the same file at once.
+    store.get_file(bucket, key, path, expect_sha256=sha256)
 
 
 def testset_summary(testset: TestSet) -> dict:

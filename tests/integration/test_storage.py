@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -52,8 +54,29 @@ def test_hash_mismatch_is_refused_and_leaves_no_file(object_store, tmp_path):
     with pytest.raises(NotFound) as err:
         object_store.get_file(bucket, "f.npy", tmp_path / "f.npy", expect_sha256="0" * 64)
     assert err.value.code == "object_corrupt"
-    assert not (tmp_path / "f.npy").exists()
-    assert not (tmp_path / "f.npy.part").exists()
+    assert list(tmp_path.iterdir()) == []  # neither the file nor its temporary
+
+
+def test_one_object_fetched_to_one_path_by_many_threads_at_once(object_store, tmp_path):
+    """Two calls of one service needing the same test set description fetch it together
+    (the demo once lost a submission to a shared temporary name): each fetch succeeds, the
+    file is whole, and no temporary is left."""
+    bucket = object_store.buckets.testsets
+    data = bytes(range(256)) * 20_000  # 5 MB: the fetches overlap
+    stored = object_store.put_bytes(bucket, "t/testset.json", data)
+    target = tmp_path / "testset.json"
+    start = threading.Barrier(8)
+
+    def fetch(_: int):
+        start.wait()
+        return object_store.get_file(bucket, "t/testset.json", target,
+                                     expect_sha256=stored.sha256)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(fetch, range(8)))
+    assert {r.sha256 for r in results} == {stored.sha256}
+    assert target.read_bytes() == data
+    assert [p.name for p in tmp_path.iterdir()] == ["testset.json"]
 
 
 def test_missing_object_is_not_found(object_store, tmp_path):
