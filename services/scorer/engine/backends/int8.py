@@ -7,8 +7,8 @@ low-precision score ``s^2 Q`` (``Q`` the exact int32 product). A proven bound
 floor so that the kept set contains every pair whose canonical score is
 ``>= floor + margin``; a float32 re-score and the float32 rule then leave what
 the float32 path keeps, and the canonical scores what merge's proof uses: every
-reported number is unchanged. Rows with a few huge components ("outliers", whose rounding error
-would widen the bound) are scored by the float32 path.
+reported number is unchanged. Rows with a few huge components ("outliers", whose
+rounding error would widen the bound) are scored by the float32 path.
 
 The kernel must be exact: :func:`check_kernel` compares it with an int64
 reference on adversarial operands when the backend is built; a kernel that
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -223,19 +222,14 @@ class Int8CpuBackend(CpuBackend):
         return first[proof], second[proof], bits[proof], scores[proof]
 
 
-def pair_scores(unit: np.ndarray, first: np.ndarray, second: np.ndarray,
-                threads: int | None) -> np.ndarray:
+def pair_scores(unit: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndarray:
     """float32 scores of the pairs (first[p], second[p]): a fast path like the GEMM's (any
     summation order is within ``fast_score_margin``)."""
     out = np.empty(first.shape[0], dtype=np.float32)
-
-    def work(begin: int, end: int) -> None:
-        for start in range(begin, end, PAIR_CHUNK):
-            stop = min(start + PAIR_CHUNK, end)
-            np.einsum("ij,ij->i", unit[first[start:stop]], unit[second[start:stop]],
-                      out=out[start:stop])
-
-    in_parts(first.shape[0], threads, work)
+    for start in range(0, first.shape[0], PAIR_CHUNK):
+        stop = start + PAIR_CHUNK
+        np.einsum("ij,ij->i", unit[first[start:stop]], unit[second[start:stop]],
+                  out=out[start:stop])
     return out
 
 
@@ -278,22 +272,19 @@ def _int8_hits(run, emb: Embeddings, quant: Quantised, job: ImpostorJob, margin:
     # a passing Q under it.
     threshold = max(math.floor(float(lowered.floors[job.floors != np.inf].min()) / square) - 1,
                     -(2**31))
-    buffers = threading.local()
 
     def block_hits(start: int) -> tuple[np.ndarray, np.ndarray]:
         stop = min(start + ROW_BLOCK, r1 - r0)
         height = stop - start
-        if not hasattr(buffers, "out"):
-            buffers.out = np.empty(ROW_BLOCK * COL_BLOCK, dtype=np.int32)
-            buffers.above = np.empty(ROW_BLOCK * COL_BLOCK, dtype=bool)
+        out = np.empty(COL_BLOCK * height, dtype=np.int32)  # reused by the row block's calls
+        above_buffer = np.empty(COL_BLOCK * height, dtype=bool)
         rows_t = np.ascontiguousarray(rows_q[start:stop].T)  # [D, height] int8
         found = []
         for first in range(start if job.upper else 0, n_cols, COL_BLOCK):
             last = min(first + COL_BLOCK, n_cols)
             size = (last - first) * height
-            product = run(cols_u8[first:last], rows_t,
-                          buffers.out[:size].reshape(last - first, height))
-            above = buffers.above[:size]
+            product = run(cols_u8[first:last], rows_t, out[:size].reshape(last - first, height))
+            above = above_buffer[:size]
             np.greater_equal(product.reshape(-1), threshold, out=above)
             flat = np.flatnonzero(above)
             if flat.size:
@@ -306,7 +297,7 @@ def _int8_hits(run, emb: Embeddings, quant: Quantised, job: ImpostorJob, margin:
         rr, cc = rr[keep].astype(np.int64) + r0, cc[keep].astype(np.int64) + c0
         passed, _ = candidate_filter(rr, cc, square * products[keep].astype(np.float64), lowered)
         rr, cc = rr[passed], cc[passed]
-        fast = pair_scores(emb.unit, job.rows[rr], job.cols[cc], threads=1)
+        fast = pair_scores(emb.unit, job.rows[rr], job.cols[cc])
         passed, _ = candidate_filter(rr, cc, fast, job)
         return rr[passed], cc[passed]
 
