@@ -6,7 +6,7 @@ import warnings
 
 from mfr.scorer.v1 import scorer_pb2 as mfr_dot_scorer_dot_v1_dot_scorer__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 

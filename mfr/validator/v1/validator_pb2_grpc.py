@@ -6,7 +6,7 @@ import warnings
 
 from mfr.validator.v1 import validator_pb2 as mfr_dot_validator_dot_v1_dot_validator__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
