@@ -48,7 +48,7 @@ class ServiceSettings(LogSettings):
 
 
 class StorageSettings(Env):
-    """Object storage (MinIO in k8s, SeaweedFS on one machine)."""
+    """Object storage: any S3 service (SeaweedFS on one machine and in the dev k8s overlay)."""
 
     s3_endpoint: str
     s3_access_key: SecretStr

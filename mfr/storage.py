@@ -1,7 +1,8 @@
 """Object storage behind a small interface, over the ``minio`` SDK.
 
-MinIO (k8s) and SeaweedFS (one machine) are interchangeable: only plain S3 calls
-are used (no S3 Select, no bucket notifications). Everything streams: uploads go
+Any S3 service is interchangeable (SeaweedFS on one machine and in the dev
+k8s overlay; AWS S3, R2, Ceph RGW, MinIO AIStor): only plain S3 calls are used
+(no S3 Select, no bucket notifications). Everything streams: uploads go
 in multipart parts, downloads are read in chunks, hashes are computed on the
 way, so no large object is ever held whole in memory.
 """

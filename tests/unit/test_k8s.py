@@ -9,6 +9,7 @@ the servers' own, GPUs where they belong, where the data stores live.
 
 from __future__ import annotations
 
+import base64
 import re
 import subprocess
 import sys
@@ -280,18 +281,58 @@ def test_images_are_pinned(rendering) -> None:
             assert tag and tag != "latest", image
 
 
+SEAWEEDFS_IMAGE = "chrislusf/seaweedfs:"  # the official image
+
+
+def _is_minio_image(image: str) -> bool:
+    """MinIO's community server or its `mc` client (both archived in April 2026)."""
+    repository = image.rpartition(":")[0] if ":" in image.rsplit("/", 1)[-1] else image
+    return "minio" in repository or repository.rsplit("/", 1)[-1] == "mc"
+
+
 @requires_kubectl
-def test_dev_runs_minio_and_postgresql_on_persistent_volumes(render) -> None:
+def test_dev_runs_seaweedfs_and_postgresql_on_persistent_volumes(render) -> None:
     docs = render("dev")
     stores = _named(docs, "StatefulSet")
-    assert set(stores) == {"minio", "postgres"}
+    assert set(stores) == {"seaweedfs", "postgres"}
     assert stores["postgres"]["spec"]["template"]["spec"]["containers"][0]["image"].startswith(
         "postgres:17")
-    assert stores["minio"]["spec"]["template"]["spec"]["containers"][0]["image"].startswith(
-        "quay.io/minio/minio:")
+    seaweedfs = _pod_spec(stores["seaweedfs"])["containers"][0]
+    tag = seaweedfs["image"].removeprefix(SEAWEEDFS_IMAGE)
+    assert seaweedfs["image"].startswith(SEAWEEDFS_IMAGE) and tag and tag != "latest", (
+        seaweedfs["image"])
     for store in stores.values():
         assert store["spec"]["volumeClaimTemplates"], store["metadata"]["name"]
-    assert "buckets" in _named(docs, "Job")
+    # SeaweedFS keeps everything on its claim, S3 on 8333 behind the Service the
+    # platform's mfr-s3 endpoint names, and its S3 config built from that Secret.
+    assert {"name": "data", "mountPath": "/data"} in seaweedfs["volumeMounts"]
+    script = " ".join(seaweedfs["command"] + seaweedfs["args"])
+    assert "weed" in script and " server " in script and "-s3 " in script
+    assert "-dir=/data" in script and "-s3.config=" in script
+    assert "-master.telemetry=false" in script
+    keys = {v["valueFrom"]["secretKeyRef"]["key"] for v in seaweedfs["env"]
+            if "secretKeyRef" in v.get("valueFrom", {})}
+    assert keys == {"access-key", "secret-key"}
+    (s3,) = [s for s in _of_kind(docs, "Secret") if s["metadata"]["name"].startswith("mfr-s3")]
+    endpoint = base64.b64decode(s3["data"]["endpoint"]).decode()
+    host, _, port = endpoint.partition(":")
+    service = _named(docs, "Service")[host]
+    assert int(port) in {p["port"] for p in service["spec"]["ports"]}
+    assert {"name": "s3", "containerPort": int(port)} in seaweedfs["ports"]
+    # The buckets Job: the same image (weed shell), every bucket the platform uses.
+    job = _named(docs, "Job")["buckets"]
+    assert job["spec"]["backoffLimit"] >= 1 and job["spec"]["ttlSecondsAfterFinished"] > 0
+    (container,) = _pod_spec(job)["containers"]
+    assert container["image"] == seaweedfs["image"]
+    script = container["args"][0]
+    assert "weed shell" in script and "s3.bucket.create" in script
+    assert "models testsets features results" in script
+
+
+def test_no_rendering_runs_minio_or_its_client(rendering) -> None:
+    name, docs = rendering
+    images = [c["image"] for w in _of_kind(docs, *WORKLOAD_KINDS) for c in _containers(w)]
+    assert not [i for i in images if _is_minio_image(i)], name
 
 
 @requires_kubectl
@@ -301,7 +342,7 @@ def test_production_uses_external_data_stores_and_generates_no_secrets(
     docs = render(name)
     assert not _of_kind(docs, "StatefulSet", "PersistentVolumeClaim")
     images = [c["image"] for w in _of_kind(docs, *WORKLOAD_KINDS) for c in _containers(w)]
-    assert not [i for i in images if "minio" in i or i.startswith("postgres")]
+    assert not [i for i in images if i.startswith((SEAWEEDFS_IMAGE, "postgres"))]
     # Secrets are the organiser's (created out of band), never rendered.
     assert not _of_kind(docs, "Secret")
 

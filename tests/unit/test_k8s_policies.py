@@ -134,7 +134,32 @@ def test_only_the_workloads_that_use_the_database_get_its_secret_and_its_port(
         else:
             assert "mfr-database" in secrets and 5432 in ports, workload
         if workload in S3_USERS:
-            assert "mfr-s3" in secrets and {9000, 443} <= ports, f"{workload} needs S3"
+            assert "mfr-s3" in secrets and {8333, 443} <= ports, f"{workload} needs S3"
+
+
+@requires_kubectl
+def test_dev_seaweedfs_serves_s3_to_mfr_pods_and_its_grpc_to_the_buckets_job_only(
+        render) -> None:
+    docs = render("dev+network-policy+queue-autoscaling")
+    policies = _of_kind(docs, "NetworkPolicy")
+    pods = {w["metadata"]["name"]: w["spec"]["template"]["metadata"]["labels"]
+            for w in _of_kind(docs, "Deployment", "StatefulSet", "Job")}
+
+    def callers(port: int) -> set[str]:
+        allowed: set[str] = set()
+        for peer in _ingress_sources(policies, pods["seaweedfs"], port):
+            assert set(peer) == {"podSelector"}, f"{port}: {peer}"  # this namespace's pods only
+            allowed |= {n for n, labels in pods.items() if _selects(peer["podSelector"], labels)}
+        return allowed
+
+    assert S3_USERS <= callers(8333)
+    # The master's and the filer's gRPC have no authentication: the buckets Job only;
+    # the HTTP ports serve the process itself (and the kubelet's probes).
+    for port in (19333, 18888):
+        assert callers(port) == {"buckets"}, port
+    for port in (9333, 8080, 8888):
+        assert callers(port) == set(), port
+    assert {19333, 18888} <= _egress_ports(policies, pods["buckets"])
 
 
 def test_every_grpc_process_gets_the_service_token_and_the_gateway_does_not(rendering) -> None:
