@@ -2,32 +2,47 @@
 # The MFR platform, CPU image: one image, one command per workload
 # (`mfr serve validator`, ..., `mfr db migrate`; see k8s/base).
 #
+#   make images-cpu        # buildah; docs/images.md
 #   docker build -t mfr-platform:0.1.0 .
 #
-# Two stages: the builder has the compilers and builds a virtual environment;
-# the runtime stage copies that environment and has no build tools. Both
-# start from the same Python image, so the venv's interpreter path is valid.
-ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+# Two stages: the builder installs requirements/cpu.lock (exact versions, every
+# file checked against its hash) into a virtual environment; the runtime stage
+# copies that environment. Both start from the same base, so the venv's
+# interpreter path is valid. BASE_IMAGE is any Python 3.11 on Debian bookworm
+# (make images builds one with debootstrap where no registry answers).
+ARG BASE_IMAGE=python:3.11-slim-bookworm
 
-FROM ${PYTHON_IMAGE} AS builder
-# For any dependency without a wheel for this platform (all have one on
-# linux/amd64 today).
-RUN apt-get update \
- && apt-get install -y --no-install-recommends build-essential \
- && rm -rf /var/lib/apt/lists/*
+FROM ${BASE_IMAGE} AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
-    PATH=/opt/venv/bin:$PATH
-RUN python -m venv /opt/venv
+    UV_NO_CACHE=1
 WORKDIR /src
-COPY . .
-# Not `.[local]`: the embedded PostgreSQL and S3 servers are for one machine only.
-RUN pip install ".[cpu]" \
- # The root filesystem is read-only at run time: compile now, not on import.
- && python -m compileall -q /opt/venv \
- && mfr --help >/dev/null
+COPY requirements/ requirements/
+# uv by hash, in a venv of its own, then the lock into /opt/venv: wheels only
+# (--no-build: no compiler in the image, no source build that could differ).
+# build-ca: the CA of a TLS-re-signing proxy, as a build secret (never in a layer).
+RUN --mount=type=secret,id=build-ca \
+    if [ -s /run/secrets/build-ca ]; then \
+      export SSL_CERT_FILE=/run/secrets/build-ca PIP_CERT=/run/secrets/build-ca; fi \
+ && python -m venv /opt/uv \
+ && /opt/uv/bin/pip install --quiet --require-hashes --no-deps -r requirements/bootstrap.lock \
+ && python -m venv --without-pip /opt/venv \
+ && /opt/uv/bin/uv pip sync --quiet --python /opt/venv/bin/python --require-hashes --no-build \
+        requirements/cpu.lock
+COPY pyproject.toml README.md ./
+COPY mfr/ mfr/
+COPY services/ services/
+COPY gateway/ gateway/
+COPY cli/ cli/
+# The project itself, with the locked setuptools; not `.[local]`: the embedded
+# PostgreSQL and S3 servers are for one machine only. The root filesystem is
+# read-only at run time: compile now, not on import.
+RUN /opt/uv/bin/uv pip install --quiet --python /opt/venv/bin/python --no-deps \
+        --no-build-isolation --offline . \
+ && /opt/venv/bin/python -m compileall -q /opt/venv \
+ && /opt/venv/bin/mfr --help >/dev/null
 
-FROM ${PYTHON_IMAGE} AS runtime
+FROM ${BASE_IMAGE} AS runtime
 RUN groupadd --system --gid 10001 mfr \
  && useradd --system --uid 10001 --gid 10001 --home-dir /app --no-create-home \
             --shell /usr/sbin/nologin mfr

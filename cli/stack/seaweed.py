@@ -16,7 +16,12 @@ from pathlib import Path
 
 import urllib3
 
+from cli.stack.ports import free_port
 from cli.stack.process import die_with_parent, stop_process
+
+INTERNAL_PORT_FLAGS = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
+                       "filer.port", "filer.port.grpc", "s3.port.grpc", "admin.port",
+                       "admin.port.grpc")
 
 
 def weed_binary() -> str:
@@ -56,6 +61,12 @@ class LocalS3:
                 weed_binary(), "mini", f"-dir={self.data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                 "-master.telemetry=false", "-webdav=false", "-admin.ui=false",
                 f"-s3.port={self.port}", f"-s3.config={config}",
+                # The S3 API only. Its other listeners default to fixed ports (9333, 8888,
+                # 9340, the Lance server on 9101 = our validator's metrics port...) that
+                # a second S3 server (parallel tests) or the platform's own processes
+                # would collide with: each gets a free port or is switched off.
+                "-s3.port.iceberg=0", "-s3.port.lance=0",
+                *(f"-{flag}={free_port()}" for flag in INTERNAL_PORT_FLAGS),
             ],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             preexec_fn=die_with_parent(signal.SIGTERM),  # noqa: PLW1509 - before threads matter
