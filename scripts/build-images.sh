@@ -94,12 +94,15 @@ fi
 
 step "build: $tag from $dockerfile on $base (revision $revision)"
 started=$(date +%s)
-buildah bud --isolation chroot --layers --quiet \
+buildah bud --isolation chroot --layers \
   -f "$dockerfile" -t "$tag" \
   --build-arg "BASE_IMAGE=$base" \
   --label "org.opencontainers.image.revision=$revision" \
   --label "org.opencontainers.image.version=$version" \
-  "${secret[@]}" . >/dev/null \
+  --label "org.opencontainers.image.title=$name" \
+  --label "org.opencontainers.image.description=MFR platform, $kind image" \
+  --label "org.opencontainers.image.base.name=$base" \
+  "${secret[@]}" . >&2 \
   || fail "step 'build': buildah bud -f $dockerfile failed (the output above says where)"
 size=$(buildah images --format '{{.Size}}' "$tag" | head -n 1)
 step "built $tag in $(( $(date +%s) - started )) s, $size"
