@@ -7,6 +7,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Test processes side by side (pytest-xdist; tests/conftest.py keeps the e2e tier
+# on one of them). 2 fits the 2-core machines CI runs on; -n 0 runs serially.
+PYTEST_WORKERS ?= 2
 # `make lock LOCK_ARGS=--upgrade` moves every package to its newest allowed version;
 # a plain `make lock` keeps the locked versions that still satisfy pyproject.toml.
 LOCK_ARGS ?=
@@ -42,11 +45,11 @@ up: $(STAMP)
 test: $(STAMP)
 	bash scripts/test-prereqs.sh
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadscope --durations=10 $(PYTEST_ARGS)
 
 # The images tier (tests/images): the dev overlay's workloads run from the CPU image.
 test-images: images-cpu $(STAMP)
-	$(BIN)/python -m pytest -m images $(PYTEST_ARGS) tests/images
+	$(BIN)/python -m pytest -m images --durations=10 $(PYTEST_ARGS) tests/images
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

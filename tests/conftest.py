@@ -5,10 +5,19 @@ wheel) are started once per test session, on 127.0.0.1 with data in a
 temporary folder; each test gets a fresh schema and fresh buckets. Set
 MFR_TEST_DATABASE_URL / MFR_TEST_S3_ENDPOINT (+ MFR_TEST_S3_ACCESS_KEY,
 MFR_TEST_S3_SECRET_KEY) to use external servers instead. Nothing is mocked.
+
+Under pytest-xdist (``-n 2 --dist loadscope``) each worker starts its own servers
+and takes whole modules, except that the e2e tier (tests/e2e/) is one unit: its
+stacks (``mfr up``'s supervisor prefers the fixed ports 50051-50054 and
+9101-9104, and builds the machine's cached test sets) start one after another on
+one worker (:func:`pytest_xdist_make_scheduler`). A test marked ``alone`` (a time
+budget for work that needs the whole machine) runs while no test runs on another
+worker (:func:`_alone_on_the_machine`).
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import uuid
 from dataclasses import dataclass
@@ -16,6 +25,76 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "alone: runs while no test runs on another xdist worker (a time budget "
+        "that assumes the whole machine)")
+
+
+E2E = "tests/e2e/"
+
+
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: none without it (-p no:xdist)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """``--dist loadscope`` with the e2e tier as one unit, sent out first (it is the
+    longest); every other module is a unit of its own, as loadscope makes it. Used for
+    every --dist that splits the tests (load, worksteal... would split the e2e tier);
+    ``xdist_group`` marks would say the same, but pytest-xdist 3.8 ignores them under
+    pytest 9.2 (pytest-dev/pytest-xdist#1386)."""
+    if config.getvalue("dist") in ("no", "each"):
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class E2eOnOneWorker(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return E2E if nodeid.startswith(E2E) else super()._split_scope(nodeid)
+
+        def _assign_work_unit(self, node) -> None:
+            if E2E in self.workqueue:
+                self.workqueue.move_to_end(E2E, last=False)
+            super()._assign_work_unit(node)
+
+    return E2eOnOneWorker(config, log)
+
+
+@pytest.fixture(autouse=True)
+def _alone_on_the_machine(request: pytest.FixtureRequest,
+                          tmp_path_factory: pytest.TempPathFactory):
+    """Under xdist: every test holds a shared lock while it runs, an ``alone`` test the
+    exclusive one. The turnstile gives a waiting ``alone`` test priority: no worker starts
+    another test meanwhile, so it waits only for the tests already running to end."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        yield
+        return
+    shared = tmp_path_factory.getbasetemp().parent  # this run's, common to its workers
+    alone = request.node.get_closest_marker("alone") is not None
+    with open(shared / "alone.turnstile", "a") as turnstile, \
+            open(shared / "alone.room", "a") as room:
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(room, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        finally:
+            if not alone:
+                fcntl.flock(turnstile, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(room, fcntl.LOCK_UN)
+            if alone:
+                fcntl.flock(turnstile, fcntl.LOCK_UN)
+
+
+@pytest.fixture(scope="session")
+def baseline_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``mfr baselines``' synthetic models (mfr.baselines.build), built once per session
+    for the tests that only submit them; read-only (write zips elsewhere)."""
+    from mfr.baselines.build import build_baselines
+
+    folder = tmp_path_factory.mktemp("baselines")
+    build_baselines(folder)
+    return folder
 
 
 @dataclass(frozen=True)

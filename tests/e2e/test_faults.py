@@ -45,12 +45,11 @@ FAST_RECOVERY = {
 class Rig:
     """A stack that can be hurt and started again on the same state."""
 
-    def __init__(self, root) -> None:
+    def __init__(self, root, baselines) -> None:
         from cli.client import zip_model
         from cli.stack.ports import free_port
         from cli.stack.supervisor import StackConfig
         from cli.stack.testsets import default_testset
-        from mfr.baselines.build import build_baselines
 
         self.root = root
         challenge = root / "challenge.toml"
@@ -58,8 +57,7 @@ class Rig:
                                             closes=NOW + timedelta(days=10)))
         clock = root / "now.txt"
         clock.write_text(NOW.isoformat())
-        build_baselines(root / "baselines")
-        self.model = zip_model(root / "baselines" / f"{MODEL}.onnx", root / f"{MODEL}.zip")
+        self.model = zip_model(baselines / f"{MODEL}.onnx", root / f"{MODEL}.zip")
         self.config = StackConfig(
             state_dir=root / "state", gateway_port=free_port(), challenge=challenge,
             testset=default_testset(0.001),
@@ -162,8 +160,8 @@ def _past(state: str, states: tuple[str, ...]) -> bool:
 
 
 @pytest.fixture(scope="module")
-def rig(tmp_path_factory):
-    rig = Rig(tmp_path_factory.mktemp("faults"))
+def rig(tmp_path_factory, baseline_models):
+    rig = Rig(tmp_path_factory.mktemp("faults"), baseline_models)
     rig.start()
     try:
         yield rig

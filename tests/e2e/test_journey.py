@@ -57,20 +57,18 @@ class Journey:
 
 
 @pytest.fixture(scope="module")
-def journey(tmp_path_factory):
+def journey(tmp_path_factory, baseline_models):
     from cli.client import zip_model
     from cli.stack.ports import free_port
     from cli.stack.supervisor import Stack, StackConfig
     from cli.stack.testsets import default_testset
-    from mfr.baselines.build import build_baselines
 
     root = tmp_path_factory.mktemp("journey")
     challenge = root / "challenge.toml"
     challenge.write_text(challenge_toml(opens=OPENS, closes=CLOSES))
     clock_file = root / "now.txt"
     clock_file.write_text(NOW.isoformat())
-    build_baselines(root / "baselines")
-    models = {name: zip_model(root / "baselines" / f"{name}.onnx", root / f"{name}.zip")
+    models = {name: zip_model(baseline_models / f"{name}.onnx", root / f"{name}.zip")
               for name in ("synth-lda-100", "synth-lda-400", "synth-random")}
     from mfr.onnxzoo.hostile import batch_trap, fp16_weights
 

@@ -20,23 +20,21 @@ MODEL = "synth-lda-400"
 
 
 @pytest.fixture(scope="module")
-def ongoing(tmp_path_factory):
+def ongoing(tmp_path_factory, baseline_models):
     from cli.client import zip_model
     from cli.stack.ports import free_port
     from cli.stack.supervisor import Stack, StackConfig
     from cli.stack.testsets import default_testset
-    from mfr.baselines.build import build_baselines
 
     root = tmp_path_factory.mktemp("ongoing")
-    build_baselines(root / "baselines")
     testset = default_testset(0.0005, protocols=True)
     stack = Stack(StackConfig(state_dir=root / "state", gateway_port=free_port(),
                               challenge="mfr-ongoing", testset=testset),
                   say=lambda _line: None)
     try:
         addresses = stack.start()
-        yield addresses["gateway"], root / "baselines" / f"{MODEL}.onnx", testset, \
-            zip_model(root / "baselines" / f"{MODEL}.onnx", root / "model.zip"), root
+        yield addresses["gateway"], baseline_models / f"{MODEL}.onnx", testset, \
+            zip_model(baseline_models / f"{MODEL}.onnx", root / "model.zip"), root
     finally:
         stack.stop()
 

@@ -76,6 +76,7 @@ def _descendants(pid):
         return []
 
 
+@pytest.mark.alone  # UP_BUDGET_S is for a machine doing nothing else
 def test_up_serves_everything_quickly_and_ctrl_c_leaves_nothing(tmp_path):
     started = time.monotonic()
     process, _gateway_port = _start_up(tmp_path)

@@ -226,9 +226,10 @@ def start(name: str, image: str, argv: list[str], env: dict[str, str], user: str
 
 
 def run_to_end(name: str, image: str, argv: list[str], env: dict[str, str], user: str,
-               scratch: Path, hosts: Path, logs: Path, timeout_s: float) -> ImageProcess:
+               scratch: Path, hosts: Path, logs: Path, mounts: dict[Path, str] | None = None,
+               timeout_s: float = 120) -> ImageProcess:
     """A Job's container: started, then waited for."""
-    job = start(name, image, argv, env, user, scratch, hosts, logs)
+    job = start(name, image, argv, env, user, scratch, hosts, logs, mounts)
     deadline = time.monotonic() + timeout_s
     while job.alive() and time.monotonic() < deadline:
         time.sleep(0.2)

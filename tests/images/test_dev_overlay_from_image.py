@@ -64,14 +64,52 @@ def image() -> str:
     pytest.skip(message)
 
 
+def _point_at_this_machine(cluster: pods.Cluster, servers, database_url: str) -> None:
+    """The dev Secrets re-pointed at the suite's servers; the Services' names at 127.0.0.1.
+
+    Cluster DNS is what a cluster has and this machine has not: /etc/hosts serves
+    glibc, but gRPC's resolvers in these containers did not find the names there,
+    so the ConfigMap's `service:port` addresses name 127.0.0.1 directly."""
+    for name, data in cluster.secrets.items():
+        if name.startswith("mfr-database-"):
+            data["url"] = database_url
+        elif name.startswith("mfr-s3-"):
+            data.update({"endpoint": servers.s3_endpoint, "secure": "false",
+                         "access-key": servers.s3_access_key,
+                         "secret-key": servers.s3_secret_key})
+    config = cluster.config_maps["mfr-config"]
+    for key, value in config.items():
+        name, _, port = value.partition(":")
+        if name in cluster.services and port.isdigit():
+            config[key] = f"127.0.0.1:{port}"
+
+
+def _as_the_organiser(cluster: pods.Cluster, servers, root: Path) -> tuple[Path, Path]:
+    """The documented steps: buckets, the test set uploaded and named in the
+    ConfigMap, a challenge (open now) for /etc/mfr/challenge. Returns both paths."""
+    from cli.stack.testsets import default_testset, upload_testset
+    from mfr.settings import StorageSettings
+    from mfr.storage import ObjectStore
+
+    config = cluster.config_maps["mfr-config"]
+    store = ObjectStore.from_settings(StorageSettings(
+        s3_endpoint=servers.s3_endpoint, s3_access_key=servers.s3_access_key,
+        s3_secret_key=servers.s3_secret_key, bucket_prefix=config["MFR_BUCKET_PREFIX"]))
+    store.ensure_buckets()
+    testset = default_testset(0.001)
+    config["MFR_TESTSET_ID"] = upload_testset(store, testset)
+    challenge = root / "challenge" / "challenge.toml"
+    challenge.parent.mkdir()
+    now = datetime.now(UTC)
+    challenge.write_text(challenge_toml(opens=now - timedelta(days=1),
+                                        closes=now + timedelta(days=1)))
+    return testset, challenge
+
+
 @pytest.fixture(scope="module")
 def platform(image, servers, tmp_path_factory):
     """The dev overlay's platform workloads, started from the image; stopped after."""
     import psycopg
-
-    from cli.stack.testsets import default_testset, upload_testset
-    from mfr.settings import StorageSettings
-    from mfr.storage import ObjectStore
 
     root = tmp_path_factory.mktemp("images")
     cluster = pods.Cluster.from_docs(pods.render("k8s/overlays/dev"))
@@ -80,79 +118,38 @@ def platform(image, servers, tmp_path_factory):
     # One network for every pod here: the manifests' fixed ports must be free.
     held = pods.busy(pods.listening_ports(containers))
     assert not held, f"ports the overlay's pods listen on are taken (run the tier alone): {held}"
-
-    # The organiser's part: a database for the migrate Job, the buckets, the test
-    # set, the challenge; the dev Secrets re-pointed at the suite's servers.
-    database = f"mfr_images_{uuid.uuid4().hex[:8]}"
+    database = f"mfr_images_{uuid.uuid4().hex[:8]}"  # empty: the migrate Job's to fill
     with psycopg.connect(servers.database_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{database}"')
-    database_url = servers.database_url.rsplit("/", 1)[0] + f"/{database}"
-    for name, data in cluster.secrets.items():
-        if name.startswith("mfr-database-"):
-            data["url"] = database_url
-        elif name.startswith("mfr-s3-"):
-            data.update({"endpoint": servers.s3_endpoint, "secure": "false",
-                         "access-key": servers.s3_access_key,
-                         "secret-key": servers.s3_secret_key})
-    prefix = cluster.config_maps["mfr-config"]["MFR_BUCKET_PREFIX"]
-    store = ObjectStore.from_settings(StorageSettings(
-        s3_endpoint=servers.s3_endpoint, s3_access_key=servers.s3_access_key,
-        s3_secret_key=servers.s3_secret_key, bucket_prefix=prefix))
-    store.ensure_buckets()
-    testset = default_testset(0.001)
-    cluster.config_maps["mfr-config"]["MFR_TESTSET_ID"] = upload_testset(store, testset)
-    challenge_dir = root / "challenge"
-    challenge_dir.mkdir()
-    now = datetime.now(UTC)
-    (challenge_dir / "challenge.toml").write_text(
-        challenge_toml(opens=now - timedelta(days=1), closes=now + timedelta(days=1)))
-    challenge_env = {"MFR_CHALLENGE": "/etc/mfr/challenge/challenge.toml"}
+    _point_at_this_machine(cluster, servers,
+                           servers.database_url.rsplit("/", 1)[0] + f"/{database}")
+    testset, challenge = _as_the_organiser(cluster, servers, root)
     hosts = root / "hosts"
     hosts.write_text("".join(f"127.0.0.1 {name}\n" for name in ["localhost", *cluster.services]))
-    # Cluster DNS is what a cluster has and this machine has not: /etc/hosts above
-    # serves glibc, but gRPC's resolvers in these containers did not find the names
-    # there, so the ConfigMap's `service:port` addresses point at 127.0.0.1 directly.
-    for key, value in cluster.config_maps["mfr-config"].items():
-        name, _, port = value.partition(":")
-        if name in cluster.services and port.isdigit():
-            cluster.config_maps["mfr-config"][key] = f"127.0.0.1:{port}"
     logs = root / "logs"
     logs.mkdir()
 
-    def scratch(name: str) -> Path:  # the pod's emptyDir, owned as fsGroup makes it
-        folder = root / "scratch" / name
-        folder.mkdir(parents=True)
-        os.chown(folder, USER_UID, USER_UID)
-        return folder
-
-    def launch(container: pods.Container) -> pods.ImageProcess:
-        env = container.env(cluster.config_maps, cluster.secrets) | challenge_env
-        return pods.start(container.workload, image,
-                          container.argv(config.get("Entrypoint") or [], config.get("Cmd") or []),
-                          env, container.user(), scratch(container.workload), hosts, logs,
-                          mounts={challenge_dir: "/etc/mfr/challenge"})
+    def launch(container: pods.Container, run=pods.start, **wait) -> pods.ImageProcess:
+        scratch = root / "scratch" / container.workload  # the emptyDir, owned as fsGroup makes it
+        scratch.mkdir(parents=True)
+        os.chown(scratch, USER_UID, USER_UID)
+        env = container.env(cluster.config_maps, cluster.secrets)
+        env["MFR_CHALLENGE"] = "/etc/mfr/challenge/challenge.toml"  # the challenge component
+        return run(container.workload, image,
+                   container.argv(config.get("Entrypoint") or [], config.get("Cmd") or []),
+                   env, container.user(), scratch, hosts, logs,
+                   mounts={challenge.parent: "/etc/mfr/challenge"}, **wait)
 
     started: list[pods.ImageProcess] = []
-    state = {"cluster": cluster, "image": image, "root": root, "testset": testset,
-             "challenge": challenge_dir / "challenge.toml", "processes": started,
-             "config": config}
+    state = {"cluster": cluster, "root": root, "testset": testset, "challenge": challenge,
+             "processes": started, "config": config, "jobs": {}, "deployments": {}}
     try:
-        jobs = [c for c in containers if c.kind == "Job"]
-        state["jobs"] = {}
-        for job in jobs:
-            env = job.env(cluster.config_maps, cluster.secrets) | challenge_env
-            finished = pods.run_to_end(
-                job.workload, image, job.argv(config.get("Entrypoint") or [],
-                                              config.get("Cmd") or []),
-                env, job.user(), scratch(job.workload), hosts, logs, timeout_s=120)
-            started.append(finished)
-            state["jobs"][job.workload] = finished
-        state["deployments"] = {}
-        for container in containers:
-            if container.kind == "Deployment":
-                process = launch(container)
-                started.append(process)
-                state["deployments"][container.workload] = (container, process)
+        for job in (c for c in containers if c.kind == "Job"):
+            started.append(launch(job, pods.run_to_end, timeout_s=120))
+            state["jobs"][job.workload] = started[-1]
+        for container in (c for c in containers if c.kind == "Deployment"):
+            started.append(launch(container))
+            state["deployments"][container.workload] = (container, started[-1])
         yield state
     finally:
         for process in started:
