@@ -32,7 +32,8 @@ $(BIN)/uv: requirements/bootstrap.lock | $(BIN)/python
 
 # Re-install only when the lock changes. `sync` also removes what the lock lacks.
 $(STAMP): requirements/dev.lock | $(BIN)/uv
-	$(BIN)/uv pip sync --quiet --python $(BIN)/python --require-hashes requirements/dev.lock
+	$(BIN)/uv pip sync --quiet --python $(BIN)/python --require-hashes --compile-bytecode \
+		requirements/dev.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 

@@ -10,14 +10,11 @@ Under pytest-xdist (``-n 2 --dist loadscope``) each worker starts its own server
 and takes whole modules, except that the e2e tier (tests/e2e/) is one unit: its
 stacks (``mfr up``'s supervisor prefers the fixed ports 50051-50054 and
 9101-9104, and builds the machine's cached test sets) start one after another on
-one worker (:func:`pytest_xdist_make_scheduler`). A test marked ``alone`` (a time
-budget for work that needs the whole machine) runs while no test runs on another
-worker (:func:`_alone_on_the_machine`).
+one worker (:func:`pytest_xdist_make_scheduler`).
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 import uuid
 from dataclasses import dataclass
@@ -25,13 +22,6 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "alone: runs while no test runs on another xdist worker (a time budget "
-        "that assumes the whole machine)")
-
 
 E2E = "tests/e2e/"
 
@@ -57,33 +47,6 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
             super()._assign_work_unit(node)
 
     return E2eOnOneWorker(config, log)
-
-
-@pytest.fixture(autouse=True)
-def _alone_on_the_machine(request: pytest.FixtureRequest,
-                          tmp_path_factory: pytest.TempPathFactory):
-    """Under xdist: every test holds a shared lock while it runs, an ``alone`` test the
-    exclusive one. The turnstile gives a waiting ``alone`` test priority: no worker starts
-    another test meanwhile, so it waits only for the tests already running to end."""
-    if not os.environ.get("PYTEST_XDIST_WORKER"):
-        yield
-        return
-    shared = tmp_path_factory.getbasetemp().parent  # this run's, common to its workers
-    alone = request.node.get_closest_marker("alone") is not None
-    with open(shared / "alone.turnstile", "a") as turnstile, \
-            open(shared / "alone.room", "a") as room:
-        fcntl.flock(turnstile, fcntl.LOCK_EX)
-        try:
-            fcntl.flock(room, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
-        finally:
-            if not alone:
-                fcntl.flock(turnstile, fcntl.LOCK_UN)
-        try:
-            yield
-        finally:
-            fcntl.flock(room, fcntl.LOCK_UN)
-            if alone:
-                fcntl.flock(turnstile, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="session")
