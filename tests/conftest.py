@@ -6,11 +6,10 @@ temporary folder; each test gets a fresh schema and fresh buckets. Set
 MFR_TEST_DATABASE_URL / MFR_TEST_S3_ENDPOINT (+ MFR_TEST_S3_ACCESS_KEY,
 MFR_TEST_S3_SECRET_KEY) to use external servers instead. Nothing is mocked.
 
-Under pytest-xdist (``-n 2 --dist loadscope``) each worker starts its own servers
-and takes whole modules, except that the e2e tier (tests/e2e/) is one unit: its
-stacks (``mfr up``'s supervisor prefers the fixed ports 50051-50054 and
-9101-9104, and builds the machine's cached test sets) start one after another on
-one worker (:func:`pytest_xdist_make_scheduler`).
+`make test` runs tests/unit and tests/integration in two pytest-xdist processes
+(each starts its own servers), then tests/e2e in one: its stacks (`mfr up`'s
+supervisor prefers fixed ports, and builds the machine's cached test sets) start
+one after another.
 """
 
 from __future__ import annotations
@@ -22,31 +21,6 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-
-E2E = "tests/e2e/"
-
-
-@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: none without it (-p no:xdist)
-def pytest_xdist_make_scheduler(config: pytest.Config, log):
-    """``--dist loadscope`` with the e2e tier as one unit, sent out first (it is the
-    longest); every other module is a unit of its own, as loadscope makes it. Used for
-    every --dist that splits the tests (load, worksteal... would split the e2e tier);
-    ``xdist_group`` marks would say the same, but pytest-xdist 3.8 ignores them under
-    pytest 9.2 (pytest-dev/pytest-xdist#1386)."""
-    if config.getvalue("dist") in ("no", "each"):
-        return None
-    from xdist.scheduler import LoadScopeScheduling
-
-    class E2eOnOneWorker(LoadScopeScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            return E2E if nodeid.startswith(E2E) else super()._split_scope(nodeid)
-
-        def _assign_work_unit(self, node) -> None:
-            if E2E in self.workqueue:
-                self.workqueue.move_to_end(E2E, last=False)
-            super()._assign_work_unit(node)
-
-    return E2eOnOneWorker(config, log)
 
 
 @pytest.fixture(scope="session")
