@@ -7,10 +7,6 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
-# Unit and integration tests run in this many processes side by side (pytest-xdist;
-# 2 fits the 2-core machines CI runs on; 0 runs them serially), then the e2e tier
-# in one: its whole stacks start one after another (tests/conftest.py).
-PYTEST_WORKERS ?= 2
 # `make lock LOCK_ARGS=--upgrade` moves every package to its newest allowed version;
 # a plain `make lock` keeps the locked versions that still satisfy pyproject.toml.
 LOCK_ARGS ?=
@@ -47,9 +43,7 @@ up: $(STAMP)
 test: $(STAMP)
 	bash scripts/test-prereqs.sh
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadscope --durations=10 $(PYTEST_ARGS) \
-		tests/unit tests/integration
-	$(BIN)/python -m pytest --durations=10 $(PYTEST_ARGS) tests/e2e
+	$(BIN)/python -m pytest --durations=10 $(PYTEST_ARGS)
 
 # The images tier (tests/images): the dev overlay's workloads run from the CPU image.
 test-images: images-cpu $(STAMP)

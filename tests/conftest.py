@@ -5,11 +5,6 @@ wheel) are started once per test session, on 127.0.0.1 with data in a
 temporary folder; each test gets a fresh schema and fresh buckets. Set
 MFR_TEST_DATABASE_URL / MFR_TEST_S3_ENDPOINT (+ MFR_TEST_S3_ACCESS_KEY,
 MFR_TEST_S3_SECRET_KEY) to use external servers instead. Nothing is mocked.
-
-`make test` runs tests/unit and tests/integration in two pytest-xdist processes
-(each starts its own servers), then tests/e2e in one: its stacks (`mfr up`'s
-supervisor prefers fixed ports, and builds the machine's cached test sets) start
-one after another.
 """
 
 from __future__ import annotations
