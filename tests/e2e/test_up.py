@@ -26,7 +26,7 @@ UP_CEILING_S = 60.0
 @pytest.fixture(scope="module", autouse=True)
 def machine_cache_is_warm():
     """Per-machine work `mfr up` does once, not on every start: the validator's latency
-    reference (about 30 s on a 2-core CPU) and the default synthetic test set. The budget
+    reference (about 30 s on a 2-core CPU) and the default synthetic test set. The time
     is for a start on a machine that has done it, so do it here, outside the timing."""
     from cli.stack.testsets import cache_dir, default_testset
 
