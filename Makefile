@@ -43,7 +43,7 @@ up: $(STAMP)
 test: $(STAMP)
 	bash scripts/test-prereqs.sh
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/python -m pytest --durations=10 $(PYTEST_ARGS)
+	bash scripts/test-lanes.sh $(BIN)/python $(PYTEST_ARGS)
 
 # The images tier (tests/images): the dev overlay's workloads run from the CPU image.
 test-images: images-cpu $(STAMP)

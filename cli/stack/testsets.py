@@ -35,8 +35,34 @@ def default_testset(scale: float = DEFAULT_SYNTH_SCALE, seed: int = 0,
     try:
         TestSet(folder)
     except Exception:  # noqa: BLE001 - absent or incomplete: build it
-        synth_testset(folder, scale=scale, seed=seed, overwrite=True, protocols=protocols)
+        _build_atomically(folder, lambda out: synth_testset(
+            out, scale=scale, seed=seed, overwrite=True, protocols=protocols))
     return folder
+
+
+def _build_atomically(folder: Path, build) -> None:
+    """Build in a private sibling folder, then rename it into place: two processes that
+    want the same test set at once (two test runs, two ``mfr up``) never read a
+    half-written one, and the loser of the race throws its copy away."""
+    import shutil
+    import tempfile
+
+    from mfr.testset.format import TestSet
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        build(scratch / "testset")
+        try:
+            (scratch / "testset").rename(folder)
+        except OSError:  # a folder is there: another process's copy, or a broken one
+            try:
+                TestSet(folder)
+            except Exception:  # noqa: BLE001 - left by an interrupted build: replace it
+                folder.rename(scratch / "broken")
+                (scratch / "testset").rename(folder)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def needs_protocol_files(challenge: str | Path | None) -> bool:

@@ -34,7 +34,7 @@ from mfr.settings import StorageSettings
 from mfr.storage import ObjectStore
 from tests.rpc_support import SERVICE_TOKEN
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 UNHEALTHY_WITHIN_S = 5.0  # the bound
 BACK_WITHIN_S = 20.0  # generous: a restarted server plus the pool's next attempt

@@ -30,7 +30,7 @@ from .test_scorer_service_support import (  # noqa: F401 - the fixtures are used
     workers_of,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def running_tile(pool, job_id: str) -> dict | None:
