@@ -47,6 +47,9 @@ RUN groupadd --system --gid 10001 mfr \
  && useradd --system --uid 10001 --gid 10001 --home-dir /app --no-create-home \
             --shell /usr/sbin/nologin mfr
 COPY --from=builder /opt/venv /opt/venv
+# Participants' models run under a seccomp filter made with the system's libseccomp
+# (Debian's libseccomp2: apt depends on it, so every bookworm base has it).
+RUN /opt/venv/bin/python -c "import pyseccomp; pyseccomp.SyscallFilter(pyseccomp.ALLOW)"
 WORKDIR /app
 # /tmp is an emptyDir in Kubernetes (read-only root filesystem); caches go there.
 ENV PATH=/opt/venv/bin:$PATH \

@@ -2,34 +2,36 @@
 death is read.
 
 Both the validator (one child per validation) and the embedder workers (one child
-per cached model) start untrusted models in a child confined here: an
-address-space limit (not on a GPU, where a CUDA context reserves tens of GB of
-address space and the container's cgroup bounds memory instead), a file-size
-limit, no core dumps, stdout and stderr in a log file, an empty working
-directory. The parent enforces time with SIGKILL and reads the exit and the
+per cached model) start untrusted models in a child of the model fork server
+(:mod:`mfr.sandbox`), limited here: an address-space limit (not on a GPU, where a
+CUDA context reserves tens of GB of address space and the container's cgroup bounds
+memory instead), a file-size limit, no core dumps, stdout and stderr in a log file,
+an empty working directory. The parent enforces time with SIGKILL and reads the exit and the
 log's tail to tell an out-of-memory death from another crash.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import resource
 import signal
-import threading
 from pathlib import Path
 
 MEMORY_HINTS = ("bad_alloc", "memoryerror", "out of memory", "failed to allocate",
                 "cannot allocate")
 
 
-def confine(workdir: Path, memory_bytes: int, file_bytes: int, limit_address_space: bool,
-            log_name: str) -> None:
-    """Called first thing in the child: limits, the log, an empty current directory."""
+def limit_resources(workdir: Path, memory_bytes: int, file_bytes: int,
+                    limit_address_space: bool, log_name: str) -> None:
+    """Called first thing in the child (by :func:`mfr.sandbox.policy.apply`): limits, the
+    log on stdout and stderr, stdin from /dev/null, an empty current directory."""
     log = os.open(workdir / log_name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.dup2(log, 1)
     os.dup2(log, 2)
     os.close(log)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
     if limit_address_space:
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
@@ -38,23 +40,6 @@ def confine(workdir: Path, memory_bytes: int, file_bytes: int, limit_address_spa
     cwd = workdir / "cwd"
     cwd.mkdir(exist_ok=True)
     os.chdir(cwd)
-
-
-_preloads: list[str] = []
-_preloads_lock = threading.Lock()
-
-
-def forkserver(preload: str) -> multiprocessing.context.BaseContext:
-    """The multiprocessing context that starts a process's confined children: forked from a
-    fork server with ``preload`` imported (numpy, onnxruntime ...: children start in
-    milliseconds), never a fork of the multi-threaded parent. There is one fork server per
-    process: it imports the modules named before it started (a service names one)."""
-    context = multiprocessing.get_context("forkserver")
-    with _preloads_lock:
-        if preload not in _preloads:
-            _preloads.append(preload)
-            context.set_forkserver_preload(list(_preloads))
-    return context
 
 
 def out_of_memory(exitcode: int | None, log_tail: str) -> bool:

@@ -79,6 +79,14 @@ class CacheSettings(Env):
     cache_dir: Path = Path.home() / ".cache" / "mfr"
 
 
+class ConfinementSettings(Env):
+    """Processes that run participants' models (mfr/sandbox). ``MFR_ALLOW_UNCONFINED_MODELS=1``
+    runs them even where their seccomp filter cannot be installed: logged at start and
+    reported by the ``model-confinement`` health check. Off: such a process refuses models."""
+
+    allow_unconfined_models: bool = False
+
+
 class WorkerSettings(CacheSettings):
     """A queue worker: its name in logs and in the tables' ``done_by`` (``mfr up`` sets it),
     and its share of the cache directory."""

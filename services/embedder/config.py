@@ -9,6 +9,7 @@ from mfr.settings import (
     GRPC_PORTS,
     METRICS_PORTS,
     CacheSettings,
+    ConfinementSettings,
     DatabaseSettings,
     ServiceSettings,
     ServiceTokenSettings,
@@ -35,7 +36,7 @@ class EmbedderSettings(ServiceSettings, ServiceTokenSettings, DatabaseSettings, 
 
 
 class EmbedderWorkerSettings(ServiceSettings, ServiceTokenSettings, DatabaseSettings, StorageSettings,
-                             WorkerSettings):
+                             WorkerSettings, ConfinementSettings):
     """An embedder worker: drains the shard queues of the runtimes it can run."""
 
     grpc_port: int = GRPC_PORTS["embedder-worker"]

@@ -10,6 +10,7 @@ from mfr.settings import (
     METRICS_PORTS,
     CacheSettings,
     ChallengeSettings,
+    ConfinementSettings,
     ServiceSettings,
     ServiceTokenSettings,
     StorageSettings,
@@ -23,7 +24,7 @@ MIB = 1024 * 1024
 SPARE_SERVER_THREADS = 4
 
 
-class ModelCheckSettings(CacheSettings):
+class ModelCheckSettings(CacheSettings, ConfinementSettings):
     """``MFR_CACHE_DIR`` holds the latency reference; ``MFR_LATENCY_FACTOR`` pins the factor."""
 
     latency_factor: PositiveFloat | None = None
@@ -55,6 +56,7 @@ class ModelCheckSettings(CacheSettings):
             wall_seconds=self.validator_timeout_s,
             threads=self.validator_threads or default_threads(concurrency),
             providers=self.providers(),
+            confined=not self.allow_unconfined_models,
         )
         budget = BudgetPolicy(safety=self.validator_time_safety,
                               floor_s=self.validator_min_timeout_s)

@@ -1,8 +1,8 @@
 """The sandboxed half of validation: parse, load and run an untrusted model.
 
 This module runs only in a child process started by services/validator/sandbox.py,
-under a memory limit (RLIMIT_AS), a file-size limit, no core dumps and a
-wall-time kill. It reports back over a pipe with small JSON messages (never
+confined before it starts (:mod:`mfr.sandbox`: a memory limit (RLIMIT_AS), a
+file-size limit, no core dumps, Landlock, seccomp) and killed at its wall time. It reports back over a pipe with small JSON messages (never
 pickle: a child subverted by a hostile model must not be able to run code in
 the service), one per finding or fact, as soon as each is known, so that the
 parent still has everything found before a crash, an OOM or a hang.
@@ -32,7 +32,6 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from mfr.confine import confine
 from mfr.modelcheck import rules
 from mfr.modelcheck.report import Finding
 from services.validator import batch_analysis
@@ -92,7 +91,7 @@ class Channel:
 def child_main(job: ProbeJob, conn: Connection) -> None:
     """Entry point of the child process."""
     channel = Channel(conn)
-    _confine(job)
+    _quiet()
     try:
         if job.mode == "benchmark":
             _benchmark(job, channel)
@@ -107,11 +106,9 @@ def child_main(job: ProbeJob, conn: Connection) -> None:
         conn.close()
 
 
-def _confine(job: ProbeJob) -> None:
-    # stdout/stderr (ours and onnxruntime's C++ side) go to a file the parent
-    # reads back to tell an out-of-memory abort from another crash.
-    confine(Path(job.workdir), job.memory_bytes, job.file_bytes,
-            "CUDAExecutionProvider" not in job.providers, CHILD_LOG)
+def _quiet() -> None:
+    # The child's stdout/stderr (ours and onnxruntime's C++ side) are already a file
+    # (mfr.sandbox) the parent reads back to tell an out-of-memory abort from a crash.
     ort.set_default_logger_severity(3)
 
 

@@ -1,10 +1,12 @@
 """Runs services/validator/probe.py in a child process and survives whatever it does.
 
-The child is forked from a fork server that has numpy, onnx and onnxruntime
-preloaded (a fresh child per model, started in milliseconds, never a fork of
-the multi-threaded service). It gets an address-space limit, a file-size
-limit and no core dumps; the parent enforces the wall-time limit with
-SIGKILL. Messages from the child are size-capped JSON, checked against the
+The child is forked from the model fork server (:mod:`mfr.sandbox`: exec'd with
+an allow-listed environment, numpy, onnx and onnxruntime preloaded; a fresh child
+per model, started in milliseconds, never a fork of the service) and confined
+before it reads the model: no descriptor but its channel, an address-space and a
+file-size limit, no core dumps, Landlock (it opens only the model, its scratch
+folder and the code it runs) and a seccomp filter (no sockets, no exec). The
+parent enforces the wall-time limit with SIGKILL. Messages from the child are size-capped JSON, checked against the
 known codes: a child subverted by a hostile model can lie about its own
 model, not reach the service.
 
@@ -20,11 +22,14 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
 
-from mfr.confine import describe_exit, forkserver, log_tail, out_of_memory
+from mfr.confine import describe_exit, log_tail, out_of_memory
 from mfr.cpus import usable_cpus
+from mfr.errors import Unavailable
 from mfr.modelcheck.report import ERROR_CODES, WARNING_CODES, Finding
+from mfr.sandbox import UNCONFINED_EXIT, Child, Confinement, fork_server
 from services.validator.budget import TimeBudget
 from services.validator.probe import CHILD_LOG, ProbeJob, child_main
 
@@ -50,6 +55,7 @@ STAGES = {
 _LOADING = {"start", "parse", "analyse", "load"}
 
 Observer = Callable[[str, int], None]  # (stage, child pid)
+PRELOAD = ("services.validator.probe",)
 
 
 # The cores one validation gets when the machine has plenty: enough for a
@@ -79,6 +85,9 @@ class SandboxLimits:
     wall_seconds: float = 900.0
     threads: int = field(default_factory=default_threads)
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    # False only with the organiser's opt-out (MFR_ALLOW_UNCONFINED_MODELS): a child that
+    # cannot install its seccomp filter then runs the model anyway.
+    confined: bool = True
 
 
 @dataclass
@@ -111,15 +120,23 @@ class Sandbox:
             **extra,
         )
 
+    def confinement(self, job: ProbeJob) -> Confinement:
+        """What the child of ``job`` may touch: its model, its scratch folder."""
+        return Confinement(job.workdir, CHILD_LOG, job.memory_bytes, job.file_bytes,
+                           gpu="CUDAExecutionProvider" in job.providers,
+                           read=(job.model_path,), required=self.limits.confined)
+
+    def start(self, job: ProbeJob, target: Callable = child_main,
+              args: tuple | None = None) -> tuple[Child, Connection]:
+        """The child of ``job``, confined, running ``target(*args, channel)``: the probe,
+        or (tests) anything that must run exactly where a model does."""
+        return fork_server(*PRELOAD, threads=self.limits.threads).start(
+            target, (job,) if args is None else args, self.confinement(job))
+
     def run(self, job: ProbeJob, budget: TimeBudget | None = None) -> ProbeResult:
         """Run ``job``; the child is killed after ``budget`` (else the wall limit)."""
-        ctx = forkserver("services.validator.probe")
-        receiver, sender = ctx.Pipe(duplex=False)
-        process = ctx.Process(target=child_main, args=(job, sender), daemon=True,
-                              name="mfr-validator-probe")
+        process, receiver = self.start(job)
         result = ProbeResult()
-        process.start()
-        sender.close()
         wall = budget.seconds if budget else self.limits.wall_seconds
         deadline = time.monotonic() + wall
         timed_out = killed = False
@@ -149,6 +166,9 @@ class Sandbox:
             receiver.close()
         if not result.completed:
             exitcode = None if killed and not timed_out else process.exitcode
+            if exitcode == UNCONFINED_EXIT:  # the platform's failure, not the model's
+                raise Unavailable(log_tail(Path(job.workdir) / CHILD_LOG)[-500:].strip(),
+                                  code="sandbox_unavailable")
             self._explain(result, exitcode, timed_out, Path(job.workdir), job, budget)
         return result
 

@@ -2,8 +2,9 @@
 
 Ready (health SERVING) once the latency reference is known (measured once per
 machine in the background: building and timing IResNet-100 takes about half
-a minute on a CPU, less on a GPU; instant when cached or pinned) and the
-object store answers.
+a minute on a CPU, less on a GPU; instant when cached or pinned), the
+object store answers and a model process started as every model's is reports
+itself confined (``model-confinement``: mfr/sandbox).
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from __future__ import annotations
 from mfr.challenge import load_challenge
 from mfr.health import Readiness
 from mfr.rpc.process import Process, Warmup, serve
+from mfr.sandbox.inspect import readiness_check
 from mfr.storage import ObjectStore
 from mfr.validator.v1 import validator_pb2_grpc
 from services.validator.config import ValidatorSettings
+from services.validator.sandbox import PRELOAD
 from services.validator.servicer import ValidatorServicer
 from services.validator.validator import Validator
 
@@ -34,10 +37,16 @@ def build(settings: ValidatorSettings) -> Process:
     servicer = ValidatorServicer(validator, store, load_challenge(settings.challenge))
     calibration = Warmup("latency-calibration", lambda: calibrate(validator))
     calibration.ready()  # start measuring now
+    limits = validator.options.limits
+    confinement = Warmup("model-confinement", readiness_check(
+        PRELOAD, limits.threads, "CUDAExecutionProvider" in limits.providers,
+        allow_unconfined=not limits.confined))
+    confinement.ready()
     return Process(
         servicers=[(validator_pb2_grpc.add_ValidatorServiceServicer_to_server, servicer,
                     SERVICE_NAME)],
-        ready=Readiness({calibration.name: calibration.ready, "s3": store.ready}),
+        ready=Readiness({calibration.name: calibration.ready, "s3": store.ready,
+                         confinement.name: confinement.ready}),
     )
 
 

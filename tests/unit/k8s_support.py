@@ -1,8 +1,8 @@
 """Rendering the Kubernetes manifests for the k8s tests, and reading rendered documents.
 
-Every overlay, and each combination of overlay and components that
-docs/operations.md tells organisers to use, is rendered with ``kubectl
-kustomize`` (once per test session).
+Every overlay, each combination of overlay and components that
+docs/operations.md tells organisers to use, and one with the optional gvisor
+component, is rendered with ``kubectl kustomize`` (once per test session).
 """
 
 from __future__ import annotations
@@ -36,12 +36,17 @@ RENDERINGS: dict[str, tuple[str, tuple[str, ...]]] = {
     "production+gpu+queue-autoscaling": (
         "overlays/production", ("gpu-embedder", "gpu-scorer", "queue-autoscaling")),
     "production+challenge": ("overlays/production", ("challenge",)),
+    # Optional (no overlay enables it): gVisor for the pods that run models.
+    "production+gpu+gvisor": (
+        "overlays/production", ("gpu-embedder", "gpu-scorer", "gvisor")),
 }
-GPU_RENDERINGS = {"gpu", "production+gpu+queue-autoscaling"}
+GPU_RENDERINGS = {"gpu", "production+gpu+queue-autoscaling", "production+gpu+gvisor"}
 PRODUCTION_RENDERINGS = {name for name in RENDERINGS if name.startswith("production")}
 CHALLENGE_RENDERINGS = {"production+challenge"}
 POLICY_RENDERINGS = {"production", "dev+network-policy+queue-autoscaling",
-                     "production+gpu+queue-autoscaling", "production+challenge"}
+                     "production+gpu+queue-autoscaling", "production+challenge",
+                     "production+gpu+gvisor"}
+GVISOR_RENDERINGS = {"production+gpu+gvisor"}
 
 # The platform's workloads: gRPC health port (probes) or the gateway's HTTP port.
 GRPC_HEALTH_PORTS = {"validator": 50051, "embedder": 50052, "scorer": 50053,
@@ -55,9 +60,13 @@ GATEWAY_PORT = 8000
 HPA_SCALED = {"embedder-worker", "scorer-worker"}
 GPU_WORKLOADS = {"embedder-worker", "scorer-worker"}
 QUEUE_AUTOSCALING = "dev+network-policy+queue-autoscaling"
+# The Deployments that connect to PostgreSQL (the migrate Job does too).
+DATABASE_USERS = {"embedder", "embedder-worker", "scorer", "scorer-worker", "ranker", "gateway",
+                  "dispatcher"}
 SERVER_GRACE_S = 30  # MFR_SHUTDOWN_GRACE_S default
 
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "Job"}
+CLUSTER_SCOPED_KINDS = {"Namespace", "RuntimeClass"}
 
 requires_kubectl = pytest.mark.skipif(
     shutil.which("kubectl") is None,
@@ -75,10 +84,17 @@ def _kustomize(directory: Path) -> str:
 @functools.cache
 def _rendered_text(name: str, scratch: Path) -> str:
     directory, components = RENDERINGS[name]
+    return _composed_text(directory, components, scratch)
+
+
+@functools.cache
+def _composed_text(directory: str, components: tuple[str, ...], scratch: Path) -> str:
+    """A kustomization directory under k8s/ with extra components, rendered."""
     if not components:
         return _kustomize(K8S / directory)
     # Kustomize refuses absolute paths to other kustomizations: compose the
     # combination in a scratch directory with relative ones.
+    name = "+".join((directory, *components))
     root = scratch / re.sub(r"[^a-z0-9]+", "-", name)
     root.mkdir(parents=True, exist_ok=True)
     composed = {
@@ -148,3 +164,18 @@ def _selects(selector: dict, labels: dict[str, str]) -> bool:
         if operator == "DoesNotExist" and present:
             return False
     return True
+
+
+def _ingress_sources(policies: list[dict], pod_labels: dict[str, str], port: int) -> list[dict]:
+    """The `from` peers allowed to reach a pod on a port ([{}] means anyone)."""
+    sources: list[dict] = []
+    for policy in policies:
+        spec = policy["spec"]
+        if "Ingress" not in spec.get("policyTypes", []) or not _selects(spec["podSelector"], pod_labels):
+            continue
+        for rule in spec.get("ingress", []):
+            ports = rule.get("ports")
+            if ports and not any(p["port"] <= port <= p.get("endPort", p["port"]) for p in ports):
+                continue
+            sources += rule.get("from", [{}])
+    return sources

@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from tests.unit.k8s_support import (
+    CLUSTER_SCOPED_KINDS,
     GATEWAY_PORT,
     GPU_RENDERINGS,
     GPU_WORKLOADS,
@@ -72,8 +73,12 @@ def test_rendering_validates_strictly(name: str, scratch: Path) -> None:
 def test_every_namespaced_resource_is_in_the_mfr_namespace(rendering) -> None:
     _, docs = rendering
     stray = [f"{d['kind']}/{d['metadata']['name']}" for d in docs
-             if d["kind"] != "Namespace" and d["metadata"].get("namespace") != NAMESPACE]
+             if d["kind"] not in CLUSTER_SCOPED_KINDS
+             and d["metadata"].get("namespace") != NAMESPACE]
     assert not stray
+    # Cluster-scoped objects (the namespace, the gvisor RuntimeClass) have none.
+    assert not [d for d in docs
+                if d["kind"] in CLUSTER_SCOPED_KINDS and "namespace" in d["metadata"]]
 
 
 # --- workloads -----------------------------------------------------------------------------

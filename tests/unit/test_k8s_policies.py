@@ -10,6 +10,7 @@ import yaml
 
 from tests.unit.k8s_support import (
     CHALLENGE_RENDERINGS,
+    DATABASE_USERS,
     GATEWAY_PORT,
     GRPC_HEALTH_PORTS,
     HPA_SCALED,
@@ -19,6 +20,7 @@ from tests.unit.k8s_support import (
     REPO,
     _containers,
     _env,
+    _ingress_sources,
     _named,
     _of_kind,
     _pod_spec,
@@ -36,21 +38,6 @@ def test_network_policy_component_starts_with_deny_all() -> None:
     policy = policies[0]
     assert policy["kind"] == "NetworkPolicy"
     assert policy["spec"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
-
-
-def _ingress_sources(policies: list[dict], pod_labels: dict[str, str], port: int) -> list[dict]:
-    """The `from` peers allowed to reach a pod on a port ([{}] means anyone)."""
-    sources: list[dict] = []
-    for policy in policies:
-        spec = policy["spec"]
-        if "Ingress" not in spec.get("policyTypes", []) or not _selects(spec["podSelector"], pod_labels):
-            continue
-        for rule in spec.get("ingress", []):
-            ports = rule.get("ports")
-            if ports and not any(p["port"] <= port <= p.get("endPort", p["port"]) for p in ports):
-                continue
-            sources += rule.get("from", [{}])
-    return sources
 
 
 @requires_kubectl
@@ -98,8 +85,6 @@ def test_network_policies_open_only_the_architectures_flows(name: str, render) -
 
 MONITORING = {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
 
-DATABASE_USERS = {"embedder", "embedder-worker", "scorer", "scorer-worker", "ranker", "gateway",
-                  "dispatcher"}
 NO_DATABASE = {"validator"}  # it reads and writes S3 only
 S3_USERS = {"validator", "embedder", "embedder-worker", "scorer", "scorer-worker", "gateway",
             "dispatcher"}

@@ -1,8 +1,9 @@
 """The model's process: one participant model, loaded once, embedding shard after shard.
 
-Runs only in a child of an embedder worker (services/embedder/worker/sandbox.py),
-confined by :func:`mfr.confine.confine` (address space on CPU runtimes, file
-size, no core dumps, an empty working directory). Requests come from the worker
+Runs only in a child of the model fork server, started by an embedder worker
+(services/embedder/worker/sandbox.py) and confined before it starts
+(:mod:`mfr.sandbox`: address space on CPU runtimes, file size, no core dumps, an
+empty working directory, Landlock, seccomp). Requests come from the worker
 over a pipe (pickled: the trusted direction); answers go back as small JSON
 messages only, so a child subverted by a hostile model can lie about its own
 features, never reach the worker. A crash, a hang or an out-of-memory death is
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime  # noqa: F401
 
-from mfr.confine import MEMORY_HINTS, confine
+from mfr.confine import MEMORY_HINTS
 from mfr.errors import MfrError
 from mfr.testset.format import TestSet, TestSetCorrupt
 from services.embedder.pipeline import Pipeline, non_finite_rows
@@ -43,6 +44,8 @@ class ChildSpec:
     workdir: str
     memory_bytes: int
     file_bytes: int
+    inputs: str = ""  # the folder of the test sets it reads (read-only)
+    confined: bool = True  # False only with the organiser's opt-out
 
 
 class _Channel:
@@ -59,8 +62,6 @@ class _Channel:
 def child_main(spec: ChildSpec, conn: Connection) -> None:
     """Entry point of the child: load the model, then embed shards until told to stop."""
     channel = _Channel(conn)
-    confine(Path(spec.workdir), spec.memory_bytes, spec.file_bytes,
-            spec.runtime.endswith("-cpu"), CHILD_LOG)
     try:
         runner = open_runtime(load_model_bytes(spec.model_path), spec.runtime, spec.threads)
     except Exception as exc:  # noqa: BLE001 - any load failure is the model's

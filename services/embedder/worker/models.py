@@ -10,18 +10,27 @@ from __future__ import annotations
 import shutil
 import tempfile
 import threading
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
+from mfr.errors import Unavailable
 from mfr.storage import ObjectStore
 from services.embedder.worker.child import ChildSpec
 from services.embedder.worker.sandbox import ModelProcess
 
+GATE_WAIT_S = 120.0
+
 
 class ModelCache:
     def __init__(self, store: ObjectStore, root: Path, size: int, threads: int,
-                 memory_bytes: int, file_bytes: int) -> None:
+                 memory_bytes: int, file_bytes: int, inputs: Path | None = None,
+                 confined: bool = True, gate: Callable[[], bool] | None = None) -> None:
         self.store = store
+        self.gate = gate  # the start-up confinement check: no model before it passes
+        self.inputs = str(inputs) if inputs else ""  # the test sets its models read
+        self.confined = confined
         self.root = Path(root)
         self.size = size
         self.threads = threads
@@ -33,6 +42,10 @@ class ModelCache:
     def get(self, job: dict, runtime: str) -> ModelProcess:
         """The job's model, loaded on ``runtime`` (fetched and started on first use)."""
         key = (job["model_sha256"], runtime)
+        if self.gate is not None and not self._confined():
+            raise Unavailable("this worker's model processes are not confined: its "
+                              "model-confinement check has not passed (see its log)",
+                              code="sandbox_unavailable")
         with self._lock:
             held = self._loaded.get(key)
             if held is not None and held[0].alive:
@@ -48,7 +61,7 @@ class ModelCache:
             # The model file and the features of one shard, with room to spare.
             file_bytes = model_path.stat().st_size + self.file_bytes
             spec = ChildSpec(str(model_path), runtime, self.threads, str(workdir),
-                             self.memory_bytes, file_bytes)
+                             self.memory_bytes, file_bytes, self.inputs, self.confined)
             try:
                 process = ModelProcess(spec)
             except BaseException:
@@ -56,6 +69,16 @@ class ModelCache:
                 raise
             self._loaded[key] = (process, workdir)
             return process
+
+    def _confined(self) -> bool:
+        """Whether the start-up check passed, waiting for it while it runs (a worker that
+        just started takes its first shard before the check has had its few seconds)."""
+        deadline = time.monotonic() + GATE_WAIT_S
+        while not self.gate():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.5)
+        return True
 
     def forget(self, job: dict, runtime: str) -> None:
         """Drop the job's model (it ran out of memory, or the job ended)."""

@@ -1,8 +1,9 @@
 """The worker's side of a model's process: start it, hand it shards, bound it in time.
 
-A model runs in a child forked from a fork server that has numpy and onnxruntime
-preloaded (never a fork of the multi-threaded worker), confined as the
-validator's children are (services/embedder/worker/child.py). Every shard has
+A model runs in a child of the model fork server (:mod:`mfr.sandbox`: exec'd with
+an allow-listed environment, numpy and onnxruntime preloaded; never a fork of the
+worker), confined as the validator's children are: it opens only its model, its
+test sets and its scratch folder, and makes no socket. Every shard has
 a deadline (derived from the model's validated latency): a child past it is
 killed and the shard fails with ``embed_timeout``; a cancelled job kills it
 within a second. The child's answers are size-capped JSON. Its death is read
@@ -15,14 +16,17 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from multiprocessing.connection import Connection
 from pathlib import Path
 
-from mfr.confine import describe_exit, forkserver, log_tail, out_of_memory
-from mfr.errors import MfrError
+from mfr.confine import describe_exit, log_tail, out_of_memory
+from mfr.errors import MfrError, Unavailable
+from mfr.sandbox import UNCONFINED_EXIT, Child, Confinement, fork_server
 from mfr.testset.format import TestSetCorrupt
 from services.embedder.worker.child import CHILD_LOG, ChildSpec, child_main
 
 MAX_MESSAGE_BYTES = 64 * 1024
+PRELOAD = ("services.embedder.worker.child",)
 LOAD_TIMEOUT_S = 600.0
 # Codes that are the model's doing: retrying on another worker gives the same answer.
 MODEL_CODES = {"load_failed", "run_failed", "feature_shape", "embed_timeout"}
@@ -44,17 +48,24 @@ class Stopped(MfrError):
     code = "stopped"
 
 
+def start(spec: ChildSpec, target: Callable = child_main,
+          args: tuple | None = None) -> tuple[Child, Connection]:
+    """The model's process for ``spec``, confined, running ``target(*args, channel)``: the
+    model's loop, or (tests) anything that must run exactly where a model does."""
+    confinement = Confinement(spec.workdir, CHILD_LOG, spec.memory_bytes, spec.file_bytes,
+                              gpu=not spec.runtime.endswith("-cpu"),
+                              read=(spec.inputs,) if spec.inputs else (),
+                              required=spec.confined)
+    return fork_server(*PRELOAD, threads=spec.threads).start(
+        target, (spec,) if args is None else args, confinement)
+
+
 class ModelProcess:
     """One loaded model in its confined child; ``embed`` one shard at a time."""
 
     def __init__(self, spec: ChildSpec) -> None:
         self.spec = spec
-        ctx = forkserver("services.embedder.worker.child")
-        self.receiver, sender = ctx.Pipe(duplex=True)
-        self.process = ctx.Process(target=child_main, args=(spec, sender), daemon=True,
-                                   name="mfr-embedder-model")
-        self.process.start()
-        sender.close()
+        self.process, self.receiver = start(spec)
         ready = self._next(time.monotonic() + LOAD_TIMEOUT_S, lambda: False, "loading the model")
         if ready["kind"] != "ready":
             self.close()
@@ -115,6 +126,8 @@ class ModelProcess:
         exitcode = self.process.exitcode
         tail = log_tail(Path(self.spec.workdir) / CHILD_LOG)
         self.close()
+        if exitcode == UNCONFINED_EXIT:  # the platform's failure, not the model's
+            raise Unavailable(tail[-500:].strip(), code="sandbox_unavailable")
         if out_of_memory(exitcode, tail):
             raise OutOfMemory(f"the model's process ran out of memory while {doing} "
                               f"(it {describe_exit(exitcode)})")

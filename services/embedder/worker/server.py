@@ -19,7 +19,8 @@ from mfr.db.pool import open_pool, ping
 from mfr.health import Readiness
 from mfr.logs import get_logger
 from mfr.queue_depth import export_queue_depth
-from mfr.rpc.process import Process, serve
+from mfr.rpc.process import Process, Warmup, serve
+from mfr.sandbox.inspect import readiness_check
 from mfr.storage import ObjectStore
 from mfr.taskqueue import QueueSpec, QueueWorker, WorkerTiming, worker_app
 from services.embedder.config import MIB, EmbedderWorkerSettings
@@ -27,6 +28,7 @@ from services.embedder.jobs import JobBook
 from services.embedder.queue import ASSEMBLE, PER_JOB, QUEUE_SHARDS, SHARD, Deferrer, queue_name
 from services.embedder.runtime import runtimes_here
 from services.embedder.worker.models import ModelCache
+from services.embedder.worker.sandbox import PRELOAD
 from services.embedder.worker.steps import StepContext, Steps
 
 log = get_logger("services.embedder.worker")
@@ -44,10 +46,19 @@ def build(settings: EmbedderWorkerSettings) -> Process:
     pool = open_pool(settings, NAME, max_size=4)
     store = ObjectStore.from_settings(settings)
     book = JobBook(pool)
+    # Started as its models are, before any is: no model runs until it reports itself
+    # confined (or the organiser opted out); until then the worker is not ready.
+    confinement = Warmup("model-confinement", readiness_check(
+        PRELOAD, settings.threads(), any(not r.endswith("-cpu") for r in runtimes),
+        allow_unconfined=settings.allow_unconfined_models))
+    confinement.ready()
     models = ModelCache(store, settings.work_root("embedder") / "models",
                         settings.embedder_cached_models,
                         settings.threads(), settings.embedder_memory_mb * MIB,
-                        settings.embedder_file_mb * MIB)
+                        settings.embedder_file_mb * MIB,
+                        inputs=settings.work_root("embedder") / name / "testsets",
+                        confined=not settings.allow_unconfined_models,
+                        gate=confinement.ready)
     # The worker's own cache (shards are deleted once embedded: workers sharing a cache
     # directory, as under `mfr up`, must not delete each other's).
     steps = Steps(StepContext(pool, book, Deferrer(pool), store, models,
@@ -75,7 +86,8 @@ def build(settings: EmbedderWorkerSettings) -> Process:
         models.close()
         pool.close()
 
-    return Process(ready=Readiness({"postgres": lambda: ping(pool), "s3": store.ready}),
+    return Process(ready=Readiness({"postgres": lambda: ping(pool), "s3": store.ready,
+                                    confinement.name: confinement.ready}),
                    background=[worker], on_stop=close)
 
 
