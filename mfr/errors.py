@@ -67,3 +67,11 @@ class Unavailable(MfrError):
     work, and the dispatcher does, with back-off. gRPC UNAVAILABLE, HTTP 503."""
 
     code = "unavailable"
+
+
+class GpuUnavailable(Unavailable):
+    """Work named a CUDA runtime, and this process has no GPU it can use (no device, no
+    driver, or a CUDA provider that does not load): refused, never done on the CPU. The
+    platform's failure: no quota spent, retried elsewhere."""
+
+    code = "gpu_unavailable"

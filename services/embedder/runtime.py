@@ -17,10 +17,8 @@ import numpy as np
 import onnx
 
 from mfr.cpus import physical_cores
-from mfr.errors import InvalidInput
-
-CUDA = "CUDAExecutionProvider"
-CPU = "CPUExecutionProvider"
+from mfr.errors import GpuUnavailable, InvalidInput
+from mfr.gpu import CPU, CUDA, CUDA_OPTIONS, gpu_present
 
 
 def load_model_bytes(path: str | Path) -> bytes:
@@ -67,16 +65,14 @@ class Runner:
 
         available = ort.get_available_providers()
         use_cuda = device == "cuda" or (device == "auto" and CUDA in available)
-        if use_cuda and CUDA not in available:
-            raise InvalidInput("device 'cuda' asked for, but this onnxruntime has no "
-                               "CUDAExecutionProvider (install onnxruntime-gpu)", code="no_gpu")
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
         if use_cuda:
-            providers = [(CUDA, {"device_id": 0}), CPU]
+            options.use_deterministic_compute = True
+            providers = [(CUDA, CUDA_OPTIONS), CPU]
             self.threads = 0
         else:
             self.threads = threads or physical_cores()
@@ -88,6 +84,13 @@ class Runner:
             raise InvalidInput(f"onnxruntime cannot load the model: {exc}",
                                code="model_invalid") from None
         self.provider = self.session.get_providers()[0]
+        if use_cuda and self.provider != CUDA:
+            # onnxruntime falls back to the CPU without a word when its CUDA provider does
+            # not load (no device, no driver, a library of another CUDA major): refuse.
+            raise GpuUnavailable(
+                f"onnxruntime-cuda asked for, but onnxruntime {ort.__version__} runs on "
+                f"{self.provider} here (providers built in: {', '.join(available)}): no "
+                "usable GPU; refused rather than run on the CPU")
         inputs = self.session.get_inputs()
         outputs = self.session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1:
@@ -121,6 +124,9 @@ def open_runtime(model: bytes, runtime: str, threads: int | None = None):
         try:
             from services.embedder.torch_runtime import TorchRunner, Unconvertible
         except ImportError:
+            if runtime.endswith("-cuda"):
+                raise GpuUnavailable(f"{runtime} needs torch with CUDA, which is not installed "
+                                     "here; refused rather than run on the CPU") from None
             raise InvalidInput(f"{runtime} needs torch, which is not installed here",
                                code="runtime_unavailable") from None
 
@@ -128,8 +134,8 @@ def open_runtime(model: bytes, runtime: str, threads: int | None = None):
         try:
             return TorchRunner(model, device, threads)
         except Unconvertible as exc:
-            fallback = Runner(model, device="cuda" if device == "cuda" and _ort_cuda() else "cpu",
-                              threads=threads)
+            # onnxruntime on the same kind of device: a GPU runtime never ends on the CPU.
+            fallback = Runner(model, device=device, threads=threads)
             fallback.info = RuntimeInfo(fallback.info.name, fallback.info.version,
                                         fallback.info.device, str(exc))
             return fallback
@@ -142,10 +148,34 @@ def _ort_cuda() -> bool:
     return CUDA in ort.get_available_providers()
 
 
+def gpu_problem(runtimes: tuple[str, ...]) -> str | None:
+    """Why this machine cannot run the CUDA runtimes among ``runtimes`` (None: it can, or
+    none is named): a worker's readiness."""
+    cuda = [r for r in runtimes if r.endswith("-cuda")]
+    if not cuda:
+        return None
+    if not gpu_present():
+        return f"{', '.join(cuda)} named, but there is no usable GPU here"
+    if "onnxruntime-cuda" in cuda and not _ort_cuda():
+        return "onnxruntime-cuda named, but this onnxruntime has no CUDAExecutionProvider"
+    if "torch-cuda" in cuda and not _torch_installed():
+        return "torch-cuda named, but torch is not installed here"
+    return None
+
+
+def _torch_installed() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def runtimes_here() -> tuple[str, ...]:
-    """The runtimes this machine can run, in the order a worker serves them."""
+    """The runtimes this machine can run, in the order a worker serves them: a CUDA one
+    only with a GPU (an onnxruntime built with CUDA lists its provider on any machine)."""
     found = ["onnxruntime-cpu"]
-    if _ort_cuda():
+    if _ort_cuda() and gpu_present():
         found.append("onnxruntime-cuda")
     try:
         import torch

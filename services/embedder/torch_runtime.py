@@ -17,6 +17,7 @@ import torch
 from onnx import numpy_helper
 
 from mfr.cpus import physical_cores
+from mfr.errors import GpuUnavailable
 from services.embedder.runtime import RuntimeInfo
 from services.embedder.torch_ops import OPS, Unconvertible
 
@@ -83,7 +84,8 @@ class TorchRunner:
 
     def __init__(self, model: bytes, device: str = "cuda", threads: int | None = None) -> None:
         if device == "cuda" and not torch.cuda.is_available():
-            raise Unconvertible("torch sees no CUDA device")
+            raise GpuUnavailable(f"torch-cuda asked for, but torch {torch.__version__} sees no "
+                                 "CUDA device here; refused rather than run on the CPU")
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cudnn.benchmark = False

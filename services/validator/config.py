@@ -5,6 +5,7 @@ from __future__ import annotations
 import onnxruntime as ort
 from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
+from mfr.gpu import gpu_present
 from mfr.settings import (
     GRPC_PORTS,
     METRICS_PORTS,
@@ -36,13 +37,14 @@ class ModelCheckSettings(CacheSettings, ConfinementSettings):
     validator_concurrency: NonNegativeInt = 0  # 0: from the machine (sandbox.py)
     validator_waiting: NonNegativeInt | None = None  # None: as many as run at once
     validator_threads: NonNegativeInt = 0  # 0: the usable CPUs // concurrency, at most 8
-    # "auto": CUDA when this onnxruntime has it, else CPU; or a comma-separated list.
+    # "auto": CUDA when this onnxruntime has it and a GPU is here, else CPU; or a list.
     validator_providers: str = "auto"
 
     def providers(self) -> tuple[str, ...]:
         if self.validator_providers != "auto":
             return tuple(p.strip() for p in self.validator_providers.split(",") if p.strip())
-        if "CUDAExecutionProvider" in ort.get_available_providers():
+        # CUDA only with a GPU: onnxruntime-gpu lists its provider on any machine.
+        if "CUDAExecutionProvider" in ort.get_available_providers() and gpu_present():
             return ("CUDAExecutionProvider", "CPUExecutionProvider")
         return ("CPUExecutionProvider",)
 

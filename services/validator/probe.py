@@ -32,6 +32,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from mfr.gpu import CUDA, CUDA_OPTIONS
 from mfr.modelcheck import rules
 from mfr.modelcheck.report import Finding
 from services.validator import batch_analysis
@@ -112,13 +113,26 @@ def _quiet() -> None:
     ort.set_default_logger_severity(3)
 
 
+class NoGpu(Exception):
+    """The CUDA provider was asked for and did not load: the machine's failure."""
+
+
 def _session(model: bytes | str, job: ProbeJob) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = job.threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3
-    return ort.InferenceSession(model, options, providers=list(job.providers))
+    providers: list = list(job.providers)
+    if providers and providers[0] == CUDA:
+        options.use_deterministic_compute = True
+        providers[0] = (CUDA, CUDA_OPTIONS)  # strict float32, as the embedder runs it
+    session = ort.InferenceSession(model, options, providers=providers)
+    if providers and job.providers[0] == CUDA and session.get_providers()[0] != CUDA:
+        # Never time a GPU-calibrated latency on the CPU: onnxruntime fell back silently.
+        raise NoGpu(f"the CUDA provider of onnxruntime {ort.__version__} did not load "
+                    f"(the session runs on {session.get_providers()[0]}): no usable GPU")
+    return session
 
 
 def _validate(job: ProbeJob, channel: Channel) -> None:
@@ -165,6 +179,9 @@ def _validate(job: ProbeJob, channel: Channel) -> None:
     gc.collect()
     try:
         session = _session(data, job)
+    except NoGpu as exc:
+        channel.send("platform", code="gpu_unavailable", message=str(exc))
+        return
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises several types
         channel.error(*_failure("load_failed", "onnxruntime cannot load the model", exc, job))
         return

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from mfr.confine import describe_exit, log_tail, out_of_memory
 from mfr.cpus import usable_cpus
-from mfr.errors import Unavailable
+from mfr.errors import GpuUnavailable, Unavailable
 from mfr.modelcheck.report import ERROR_CODES, WARNING_CODES, Finding
 from mfr.sandbox import UNCONFINED_EXIT, Child, Confinement, fork_server
 from services.validator.budget import TimeBudget
@@ -97,6 +97,7 @@ class ProbeResult:
     facts: dict = field(default_factory=dict)
     completed: bool = False
     stage: str = "start"
+    no_gpu: str = ""  # the CUDA provider did not load: the machine's failure, not the model's
 
 
 class Sandbox:
@@ -164,6 +165,8 @@ class Sandbox:
                 killed = True
             process.join(10)
             receiver.close()
+        if result.no_gpu:
+            raise GpuUnavailable(result.no_gpu)
         if not result.completed:
             exitcode = None if killed and not timed_out else process.exitcode
             if exitcode == UNCONFINED_EXIT:  # the platform's failure, not the model's
@@ -183,6 +186,9 @@ class Sandbox:
         kind = message.get("kind")
         if kind == "done":
             result.completed = True
+            return True
+        if kind == "platform" and message.get("code") == GpuUnavailable.code:
+            result.no_gpu = str(message.get("message", "no usable GPU"))[:1000]
             return True
         if kind == "stage" and message.get("stage") in STAGES:
             result.stage = message["stage"]

@@ -10,6 +10,8 @@ itself confined (``model-confinement``: mfr/sandbox).
 from __future__ import annotations
 
 from mfr.challenge import load_challenge
+from mfr.errors import GpuUnavailable
+from mfr.gpu import CUDA, gpu_present
 from mfr.health import Readiness
 from mfr.rpc.process import Process, Warmup, serve
 from mfr.sandbox.inspect import readiness_check
@@ -46,8 +48,17 @@ def build(settings: ValidatorSettings) -> Process:
         servicers=[(validator_pb2_grpc.add_ValidatorServiceServicer_to_server, servicer,
                     SERVICE_NAME)],
         ready=Readiness({calibration.name: calibration.ready, "s3": store.ready,
-                         confinement.name: confinement.ready}),
+                         confinement.name: confinement.ready,
+                         "gpu": lambda: _gpu_ready(limits.providers)}),
     )
+
+
+def _gpu_ready(providers: tuple[str, ...]) -> bool:
+    """Told to validate on CUDA (MFR_VALIDATOR_PROVIDERS) without a GPU: not ready, says why."""
+    if CUDA in providers and not gpu_present():
+        raise GpuUnavailable("MFR_VALIDATOR_PROVIDERS names CUDAExecutionProvider, but there "
+                             "is no usable GPU here")
+    return True
 
 
 def main() -> None:

@@ -47,6 +47,12 @@ POLICY_RENDERINGS = {"production", "dev+network-policy+queue-autoscaling",
                      "production+gpu+queue-autoscaling", "production+challenge",
                      "production+gpu+gvisor"}
 GVISOR_RENDERINGS = {"production+gpu+gvisor"}
+# Renderings that serve a challenge file (ConfigMap mfr-challenge, read through
+# MFR_CHALLENGE by every Deployment), by the id in it: components/challenge's example,
+# and components/gpu-embedder's built-in challenge on a GPU runtime. The others serve the
+# built-in challenge (no MFR_CHALLENGE).
+SERVED_CHALLENGES = {**{name: "mfr-ongoing" for name in CHALLENGE_RENDERINGS},
+                     **{name: "iccv21-mfr" for name in GPU_RENDERINGS}}
 
 # The platform's workloads: gRPC health port (probes) or the gateway's HTTP port.
 GRPC_HEALTH_PORTS = {"validator": 50051, "embedder": 50052, "scorer": 50053,

@@ -9,7 +9,6 @@ import pytest
 import yaml
 
 from tests.unit.k8s_support import (
-    CHALLENGE_RENDERINGS,
     DATABASE_USERS,
     GATEWAY_PORT,
     GRPC_HEALTH_PORTS,
@@ -18,6 +17,7 @@ from tests.unit.k8s_support import (
     METRICS_PORTS,
     POLICY_RENDERINGS,
     REPO,
+    SERVED_CHALLENGES,
     _containers,
     _env,
     _ingress_sources,
@@ -178,7 +178,7 @@ def test_images_run_as_non_root_without_build_tools(dockerfile: str) -> None:
     assert not re.search(r"build-essential|\bgcc\b|\bg\+\+|-dev\b", runtime)
 
 
-def test_every_deployment_reads_the_served_challenge_only_with_the_challenge_component(
+def test_every_deployment_reads_the_served_challenge_only_with_a_challenge_component(
         rendering) -> None:
     name, docs = rendering
     config_maps = _named(docs, "ConfigMap")
@@ -186,7 +186,7 @@ def test_every_deployment_reads_the_served_challenge_only_with_the_challenge_com
     for workload, deployment in _named(docs, "Deployment").items():
         container = _pod_spec(deployment)["containers"][0]
         served = _env(container, docs).get("MFR_CHALLENGE")
-        if name not in CHALLENGE_RENDERINGS:
+        if name not in SERVED_CHALLENGES:
             assert served is None, workload
             continue
         assert served == "/etc/mfr/challenge/challenge.toml", workload
@@ -194,9 +194,12 @@ def test_every_deployment_reads_the_served_challenge_only_with_the_challenge_com
         assert mounts["challenge"]["mountPath"] == "/etc/mfr/challenge"
         volumes = {v["name"]: v for v in _pod_spec(deployment)["volumes"]}
         assert volumes["challenge"]["configMap"]["name"] in challenge_maps
-    if name in CHALLENGE_RENDERINGS:
+    if name in SERVED_CHALLENGES:
         (generated,) = challenge_maps
-        assert 'id = "mfr-ongoing"' in config_maps[generated]["data"]["challenge.toml"]
+        served_id = SERVED_CHALLENGES[name]
+        assert f'id = "{served_id}"' in config_maps[generated]["data"]["challenge.toml"]
+    else:
+        assert not challenge_maps
 
 
 def test_the_dispatcher_is_told_which_test_set_to_use(rendering) -> None:

@@ -25,7 +25,7 @@ import numpy as np
 import onnxruntime  # noqa: F401
 
 from mfr.confine import MEMORY_HINTS
-from mfr.errors import MfrError
+from mfr.errors import GpuUnavailable, MfrError
 from mfr.testset.format import TestSet, TestSetCorrupt
 from services.embedder.pipeline import Pipeline, non_finite_rows
 from services.embedder.runtime import load_model_bytes, open_runtime
@@ -64,7 +64,10 @@ def child_main(spec: ChildSpec, conn: Connection) -> None:
     channel = _Channel(conn)
     try:
         runner = open_runtime(load_model_bytes(spec.model_path), spec.runtime, spec.threads)
-    except Exception as exc:  # noqa: BLE001 - any load failure is the model's
+    except GpuUnavailable as exc:  # the machine's, not the model's: said as such
+        channel.error(exc.code, exc.message)
+        return
+    except Exception as exc:  # noqa: BLE001 - any other load failure is the model's
         channel.error(_code(exc, "load_failed"), f"the model cannot be loaded: {_short(exc)}")
         return
     channel.send("ready", **runner.info.as_dict())

@@ -20,7 +20,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from mfr.confine import describe_exit, log_tail, out_of_memory
-from mfr.errors import MfrError, Unavailable
+from mfr.errors import GpuUnavailable, MfrError, Unavailable
 from mfr.sandbox import UNCONFINED_EXIT, Child, Confinement, fork_server
 from mfr.testset.format import TestSetCorrupt
 from services.embedder.worker.child import CHILD_LOG, ChildSpec, child_main
@@ -69,6 +69,8 @@ class ModelProcess:
         ready = self._next(time.monotonic() + LOAD_TIMEOUT_S, lambda: False, "loading the model")
         if ready["kind"] != "ready":
             self.close()
+            if ready.get("code") == GpuUnavailable.code:
+                raise GpuUnavailable(str(ready.get("message", "no usable GPU")))
             raise ModelFault(ready.get("message", "the model cannot be loaded"),
                              code=ready.get("code", "load_failed"))
         self.runtime = {k: str(ready.get(k, "")) for k in

@@ -16,6 +16,7 @@ redoes it) and the process exits.
 from __future__ import annotations
 
 from mfr.db.pool import open_pool, ping
+from mfr.errors import GpuUnavailable
 from mfr.health import Readiness
 from mfr.logs import get_logger
 from mfr.queue_depth import export_queue_depth
@@ -26,7 +27,7 @@ from mfr.taskqueue import QueueSpec, QueueWorker, WorkerTiming, worker_app
 from services.embedder.config import MIB, EmbedderWorkerSettings
 from services.embedder.jobs import JobBook
 from services.embedder.queue import ASSEMBLE, PER_JOB, QUEUE_SHARDS, SHARD, Deferrer, queue_name
-from services.embedder.runtime import runtimes_here
+from services.embedder.runtime import gpu_problem, runtimes_here
 from services.embedder.worker.models import ModelCache
 from services.embedder.worker.sandbox import PRELOAD
 from services.embedder.worker.steps import StepContext, Steps
@@ -87,8 +88,17 @@ def build(settings: EmbedderWorkerSettings) -> Process:
         pool.close()
 
     return Process(ready=Readiness({"postgres": lambda: ping(pool), "s3": store.ready,
-                                    confinement.name: confinement.ready}),
+                                    confinement.name: confinement.ready,
+                                    "gpu": lambda: _gpu_ready(runtimes)}),
                    background=[worker], on_stop=close)
+
+
+def _gpu_ready(runtimes: tuple[str, ...]) -> bool:
+    """Ready for the CUDA runtimes it drains; the reason in health when not."""
+    problem = gpu_problem(runtimes)
+    if problem:
+        raise GpuUnavailable(problem)
+    return True
 
 
 def main() -> None:
