@@ -61,6 +61,10 @@ class Process:
     on_stop: Callable[[], None] | None = None
     #: False for the gateway: its health is HTTP (/healthz), it opens no gRPC port.
     grpc: bool = True
+    #: Named conditions answered by the gRPC health service under their own names (SERVING
+    #: while true), beside readiness: what an operator asks, not what a probe gates on
+    #: (e.g. ``model-confinement``: false where models run unconfined by the opt-out).
+    conditions: dict[str, Callable[[], bool]] = field(default_factory=dict)
 
 
 def load_settings(settings_type: type[S]) -> S:
@@ -105,7 +109,7 @@ def run(name: str, settings: ServiceSettings, process: Process, ready_poll_s: fl
         for add_to_server, servicer, full_name in process.servicers:
             server.add(add_to_server, servicer, full_name)
         server.start()
-    watch = _ReadinessWatch(name, server, process.ready, ready_poll_s)
+    watch = _ReadinessWatch(name, server, process.ready, ready_poll_s, process.conditions)
     # Without a gRPC port the background part serves the health itself (the gateway's
     # /healthz answers 503 while not ready), so it starts at once.
     if not process.grpc or watch.until_ready(stop.event):
@@ -132,16 +136,20 @@ class _ReadinessWatch:
     NOT_SERVING, logging each change once."""
 
     def __init__(self, name: str, server: GrpcServer | None, readiness: Readiness | None,
-                 poll_s: float) -> None:
+                 poll_s: float, conditions: dict[str, Callable[[], bool]] | None = None) -> None:
         self.name = name
         self.server = server
         self.readiness = readiness
+        self.conditions = conditions or {}
         self.poll_s = poll_s
         self.serving: bool | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="readiness", daemon=True)
 
     def update(self) -> bool:
+        if self.server and not self._stop.is_set():
+            for condition, holds in self.conditions.items():
+                self.server.set_condition(condition, bool(holds()))
         verdict = self.readiness.check() if self.readiness else None
         ready = verdict is None or verdict.ready
         if ready != self.serving and not self._stop.is_set():
@@ -168,7 +176,7 @@ class _ReadinessWatch:
             self.update()
 
     def start(self) -> None:
-        if self.readiness:
+        if self.readiness or self.conditions:
             self._thread.start()
 
     def stop(self) -> None:

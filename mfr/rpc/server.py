@@ -95,6 +95,12 @@ class GrpcServer:
         UP.labels(self.name).set(1)
         log.info("serving", service=self.name)
 
+    def set_condition(self, name: str, holds: bool) -> None:
+        """A named condition's answer (``Check(service=name)``), apart from readiness."""
+        if not self._stopped.is_set():
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING if holds
+                            else health_pb2.HealthCheckResponse.NOT_SERVING)
+
     def set_not_serving(self) -> None:
         """Not ready (a dependency is gone); :data:`LIVENESS` stays SERVING."""
         for service in ["", *self._service_names]:

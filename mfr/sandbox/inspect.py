@@ -136,15 +136,23 @@ def self_check(preload: tuple[str, ...], threads: int, gpu: bool, required: bool
             "environment": sorted(item.partition("=")[0] for item in found["environ"])}
 
 
-def readiness_check(preload: tuple[str, ...], threads: int, gpu: bool,
-                    allow_unconfined: bool):
-    """The ``model-confinement`` start-up work of a service that runs models: passes when
-    its model processes are confined, or when the organiser opted out (then the warning
-    and the ``mfr_model_confinement`` gauge say they are not)."""
-    from mfr.logs import get_logger
+class ConfinementCheck:
+    """The ``model-confinement`` start-up work of a service that runs models, and its
+    health condition. The work passes when its model processes are confined, or when the
+    organiser opted out; ``confined()`` (gRPC health ``Check(service="model-confinement")``,
+    the ``mfr_model_confinement`` gauge) says which."""
 
-    def check() -> dict:
-        found = self_check(preload, threads, gpu, required=not allow_unconfined)
+    def __init__(self, preload: tuple[str, ...], threads: int, gpu: bool,
+                 allow_unconfined: bool) -> None:
+        self.preload, self.threads, self.gpu = preload, threads, gpu
+        self.allow_unconfined = allow_unconfined
+        self.found: dict | None = None
+
+    def __call__(self) -> dict:
+        from mfr.logs import get_logger
+
+        found = self_check(self.preload, self.threads, self.gpu,
+                           required=not self.allow_unconfined)
         CONFINEMENT.labels("seccomp").set(int(found["seccomp"] and found["no_new_privs"]))
         CONFINEMENT.labels("landlock").set(int(found["landlock_abi"] > 0))
         clean = not any(is_secret_name(name) for name in found["environment"])
@@ -153,6 +161,8 @@ def readiness_check(preload: tuple[str, ...], threads: int, gpu: bool,
             get_logger("mfr.sandbox").warning(
                 "participants' models run WITHOUT their seccomp filter "
                 "(MFR_ALLOW_UNCONFINED_MODELS=1)", **found)
+        self.found = found
         return found
 
-    return check
+    def confined(self) -> bool:
+        return bool(self.found and self.found["seccomp"] and self.found["no_new_privs"])

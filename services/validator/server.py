@@ -14,7 +14,7 @@ from mfr.errors import GpuUnavailable
 from mfr.gpu import CUDA, gpu_present
 from mfr.health import Readiness
 from mfr.rpc.process import Process, Warmup, serve
-from mfr.sandbox.inspect import readiness_check
+from mfr.sandbox.inspect import ConfinementCheck
 from mfr.storage import ObjectStore
 from mfr.validator.v1 import validator_pb2_grpc
 from services.validator.config import ValidatorSettings
@@ -40,9 +40,10 @@ def build(settings: ValidatorSettings) -> Process:
     calibration = Warmup("latency-calibration", lambda: calibrate(validator))
     calibration.ready()  # start measuring now
     limits = validator.options.limits
-    confinement = Warmup("model-confinement", readiness_check(
+    check = ConfinementCheck(
         PRELOAD, limits.threads, "CUDAExecutionProvider" in limits.providers,
-        allow_unconfined=not limits.confined))
+        allow_unconfined=not limits.confined)
+    confinement = Warmup("model-confinement", check)
     confinement.ready()
     return Process(
         servicers=[(validator_pb2_grpc.add_ValidatorServiceServicer_to_server, servicer,
@@ -50,6 +51,7 @@ def build(settings: ValidatorSettings) -> Process:
         ready=Readiness({calibration.name: calibration.ready, "s3": store.ready,
                          confinement.name: confinement.ready,
                          "gpu": lambda: _gpu_ready(limits.providers)}),
+        conditions={confinement.name: check.confined},
     )
 
 

@@ -120,3 +120,59 @@ def test_the_model_process_has_nothing_to_steal_and_nowhere_to_send_it(
     assert not any(Path(p).exists() for p in hostile_attempts.write)
     if abi >= 6:
         assert found["signal"] == "PermissionError"  # its service is out of its reach
+
+
+# The validator service itself, optionally under a filter that refuses seccomp() (as a
+# container runtime's profile may): its model processes then cannot install theirs.
+SERVICE = """
+import errno, runpy, sys
+if sys.argv[1] == "no-seccomp":
+    import pyseccomp as sc
+    rules = sc.SyscallFilter(sc.ALLOW)
+    rules.add_rule(sc.ERRNO(errno.EPERM), "seccomp")
+    rules.add_rule(sc.ERRNO(errno.EPERM), "prctl", sc.Arg(0, sc.EQ, 22))
+    rules.load()
+runpy.run_module("services.validator", run_name="__main__")
+"""
+
+
+def _health_of_validator(service_env, tmp_path, mode: str, opt_out: bool) -> tuple[str, str]:
+    """(overall, model-confinement) health once the start-up check has had its time."""
+    import subprocess
+    import sys
+    import time
+
+    from cli.stack.ports import free_port
+    from mfr.rpc.client import health_status
+
+    port = free_port()
+    env = {**os.environ, **service_env, "MFR_GRPC_PORT": str(port), "MFR_METRICS_PORT": "0",
+           "MFR_LATENCY_FACTOR": "1", "MFR_CACHE_DIR": str(tmp_path / "cache"),
+           **({"MFR_ALLOW_UNCONFINED_MODELS": "1"} if opt_out else {})}
+    with open(tmp_path / f"{mode}.log", "wb") as log:
+        process = subprocess.Popen([sys.executable, "-c", SERVICE, mode], env=env, stdout=log,
+                                   stderr=subprocess.STDOUT)
+    address = f"127.0.0.1:{port}"
+    try:
+        # Ready within seconds when it will be at all (the check starts one model process);
+        # a validator that fails closed is given the same time, then asked.
+        deadline = time.monotonic() + 25
+        while time.monotonic() < deadline and health_status(address) != "SERVING":
+            time.sleep(0.5)
+        return health_status(address), health_status(address, "model-confinement")
+    finally:
+        process.kill()
+        process.wait()
+
+
+@pytest.mark.parametrize(("mode", "opt_out", "expected"), [
+    ("normal", False, ("SERVING", "SERVING")),
+    # Fail closed: never ready while its models would run unconfined.
+    ("no-seccomp", False, ("NOT_SERVING", "NOT_SERVING")),
+    # The organiser's opt-out: it serves, and its health says the models are unconfined.
+    ("no-seccomp", True, ("SERVING", "NOT_SERVING")),
+])
+def test_the_validators_health_says_whether_its_models_are_confined(service_env, tmp_path,
+                                                                    mode, opt_out, expected):
+    assert _health_of_validator(service_env, tmp_path, mode, opt_out) == expected, \
+        (tmp_path / f"{mode}.log").read_text(errors="replace")[-3000:]

@@ -21,7 +21,7 @@ from mfr.health import Readiness
 from mfr.logs import get_logger
 from mfr.queue_depth import export_queue_depth
 from mfr.rpc.process import Process, Warmup, serve
-from mfr.sandbox.inspect import readiness_check
+from mfr.sandbox.inspect import ConfinementCheck
 from mfr.storage import ObjectStore
 from mfr.taskqueue import QueueSpec, QueueWorker, WorkerTiming, worker_app
 from services.embedder.config import MIB, EmbedderWorkerSettings
@@ -49,9 +49,10 @@ def build(settings: EmbedderWorkerSettings) -> Process:
     book = JobBook(pool)
     # Started as its models are, before any is: no model runs until it reports itself
     # confined (or the organiser opted out); until then the worker is not ready.
-    confinement = Warmup("model-confinement", readiness_check(
+    check = ConfinementCheck(
         PRELOAD, settings.threads(), any(not r.endswith("-cpu") for r in runtimes),
-        allow_unconfined=settings.allow_unconfined_models))
+        allow_unconfined=settings.allow_unconfined_models)
+    confinement = Warmup("model-confinement", check)
     confinement.ready()
     models = ModelCache(store, settings.work_root("embedder") / "models",
                         settings.embedder_cached_models,
@@ -90,6 +91,7 @@ def build(settings: EmbedderWorkerSettings) -> Process:
     return Process(ready=Readiness({"postgres": lambda: ping(pool), "s3": store.ready,
                                     confinement.name: confinement.ready,
                                     "gpu": lambda: _gpu_ready(runtimes)}),
+                   conditions={confinement.name: check.confined},
                    background=[worker], on_stop=close)
 
 
