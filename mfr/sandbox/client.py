@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import select
+import shutil
 import socket
 import subprocess
 import sys
@@ -74,7 +75,7 @@ class ForkServer:
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
         self._process: subprocess.Popen | None = None
-        self.scratch = tempfile.mkdtemp(prefix="mfr-sandbox-")
+        self.scratch = ""  # the server's HOME and working directory, while it runs
 
     def start(self, target: Callable, args: tuple,
               confinement: Confinement) -> tuple[Child, Connection]:
@@ -105,6 +106,7 @@ class ForkServer:
         if self._sock is not None and self._process and self._process.poll() is None:
             return self._sock
         self._stop()
+        self.scratch = tempfile.mkdtemp(prefix="mfr-sandbox-")
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         with theirs:
             self._process = subprocess.Popen(
@@ -133,6 +135,9 @@ class ForkServer:
             self._process.kill()
             self._process.wait()
             self._process = None
+        if self.scratch:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+            self.scratch = ""
 
 
 _servers: dict[tuple[str, ...], ForkServer] = {}
