@@ -30,7 +30,7 @@ def up(challenge: Path | None, testset: Path | None, gateway_port: int, state_di
     """Start PostgreSQL, S3, the services, their workers and the gateway; stop all on Ctrl-C.
 
     MFR_DATABASE_URL and MFR_S3_ENDPOINT (+ MFR_S3_ACCESS_KEY, MFR_S3_SECRET_KEY)
-    use external servers (e.g. MinIO) instead of the embedded ones.
+    use external servers (any PostgreSQL, any S3) instead of the embedded ones.
     """
     from cli.stack.supervisor import Stack, StackConfig
 

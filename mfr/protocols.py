@@ -25,8 +25,6 @@ from mfr.errors import InvalidInput
 
 KINDS = ("all", "cross", "pairs", "templates", "identification")
 METRICS = ("tar", "accuracy")
-#: The rate each kind (and metric) ranks by.
-RATES = {"tar": "tar", "accuracy": "accuracy", "identification": "tpir"}
 
 
 @dataclass(frozen=True)

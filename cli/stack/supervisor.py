@@ -90,7 +90,7 @@ class StackConfig:
     testset: Path | None = None
     synth_scale: float = DEFAULT_SYNTH_SCALE
     database_url: str | None = None  # external PostgreSQL instead of the embedded one
-    s3_endpoint: str | None = None  # external S3 (MinIO) instead of SeaweedFS
+    s3_endpoint: str | None = None  # external S3 (any: AWS S3, Ceph RGW...) instead of SeaweedFS
     s3_access_key: str | None = None
     s3_secret_key: str | None = None
     extra_env: dict[str, str] = field(default_factory=dict)

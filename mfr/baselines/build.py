@@ -70,7 +70,6 @@ BASELINES = (
                  "LDA on 1,500 training identities, no masked images (mask-unaware)", 1500,
                  False, None),
 )
-IRESNET_DEPTHS = (18, 50, 100)
 
 
 def _training_pixels(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -11,4 +11,3 @@ from __future__ import annotations
 
 PENDING = ("queued", "validating", "embedding", "scoring")
 TERMINAL = ("scored", "rejected", "failed", "cancelled")
-STATES = PENDING + TERMINAL

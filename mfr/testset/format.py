@@ -45,7 +45,6 @@ from mfr.testset.layout import (
 
 FORMAT = "mfr-testset/1"
 IMAGE_SHAPE = (112, 112, 3)
-IMAGE_BYTES = IMAGE_SHAPE[0] * IMAGE_SHAPE[1] * IMAGE_SHAPE[2]
 DEFAULT_SHARD_SIZE = 2048  # 77 MB of pixels: a unit of work and of resume
 HASH_CHUNK = 8 * 1024 * 1024
 

@@ -27,7 +27,7 @@ import itertools
 
 import numpy as np
 
-from mfr.testset.synth import RACES, REAL_COUNTS, _Rows, world
+from mfr.testset.synth_world import RACES, REAL_COUNTS, Rows, world
 
 LFW_FOLDS = 10
 LFW_GENUINE = 300  # genuine (and impostor) pairs per fold, as in LFW's view 2
@@ -106,7 +106,7 @@ def _race_groups(rng: np.random.Generator, count: int) -> list[str]:
     return [str(g) for g in rng.choice(RACES, size=count, p=weights / weights.sum())]
 
 
-def _place(rng: np.random.Generator, rows: _Rows, folder: str, tag: str,
+def _place(rng: np.random.Generator, rows: Rows, folder: str, tag: str,
            entries: list[tuple[str, np.ndarray, str]]) -> list[str]:
     """Append ``(identity, latent, group)`` images in a random order; each entry's path."""
     paths = [""] * len(entries)
@@ -132,7 +132,7 @@ def _lfw_fold(rng: np.random.Generator, genuine: int) -> list[int]:
     return counts
 
 
-def _lfw(rng: np.random.Generator, rows: _Rows, scale: float, name: str = "lfw",
+def _lfw(rng: np.random.Generator, rows: Rows, scale: float, name: str = "lfw",
          per_fold: int = LFW_GENUINE) -> dict[str, bytes]:
     """A 10-fold verification set of its own people (``name``: LFW, or the CFP-FP-like and
     AgeDB-30-like sets, which differ in their pairs per fold)."""
@@ -197,7 +197,7 @@ def _subject_media(rng: np.random.Generator) -> list[int]:
     return [1 if rng.random() < 0.6 else int(rng.integers(2, 7)) for _ in range(media)]
 
 
-def _ijbc(rng: np.random.Generator, rows: _Rows, scale: float) -> dict[str, bytes]:
+def _ijbc(rng: np.random.Generator, rows: Rows, scale: float) -> dict[str, bytes]:
     subjects = ijbc_subjects(scale)
     groups = _race_groups(rng, subjects)
     latents = world().sample_identities(rng, groups)
@@ -229,7 +229,7 @@ def _ijbc(rng: np.random.Generator, rows: _Rows, scale: float) -> dict[str, byte
             IJBC_PAIRS: _csv("first,second,same", [f"{a + 1},{b + 1},{s}" for a, b, s in pairs])}
 
 
-def _one_to_n(rng: np.random.Generator, rows: _Rows) -> None:
+def _one_to_n(rng: np.random.Generator, rows: Rows) -> None:
     """Tag MR images: a gallery of half the identities, probes of every identity."""
     by_identity: dict[str, list[int]] = {}
     for row, (identity, tags) in enumerate(zip(rows.identities, rows.tags)):
@@ -246,7 +246,7 @@ def _one_to_n(rng: np.random.Generator, rows: _Rows) -> None:
             rows.tags[row] = rows.tags[row] | {PROBE_TAG}
 
 
-def add_protocol_parts(rows: _Rows, scale: float, seed: int, version: int) -> dict[str, bytes]:
+def add_protocol_parts(rows: Rows, scale: float, seed: int, version: int) -> dict[str, bytes]:
     """Append the LFW-like and IJB-C-like images to ``rows``, tag the 1:N split, and return
     the protocol files (name -> bytes)."""
     rng = np.random.default_rng([seed, version, 3])

@@ -10,7 +10,6 @@ sequential execution, all graph optimisations.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ import onnx
 from mfr.cpus import physical_cores
 from mfr.errors import GpuUnavailable, InvalidInput
 from mfr.gpu import CPU, CUDA, CUDA_OPTIONS, gpu_present
+from services.embedder.runtime_info import RuntimeInfo
 
 
 def load_model_bytes(path: str | Path) -> bytes:
@@ -41,20 +41,6 @@ def dynamic_batch(data: bytes) -> bytes:
     if make_batch_dynamic(model) is None:
         return data
     return model.SerializeToString()
-
-
-@dataclass(frozen=True)
-class RuntimeInfo:
-    """What ran a model: recorded with its features, shown with its scores."""
-
-    name: str  # "onnxruntime-cpu", "onnxruntime-cuda", "torch-cuda", "torch-cpu"
-    version: str  # e.g. "onnxruntime 1.32.0"
-    device: str  # for people, e.g. "CPU, 2 threads"
-    fallback_reason: str = ""  # why this is not the runtime the challenge names
-
-    def as_dict(self) -> dict:
-        return {"name": self.name, "version": self.version, "device": self.device,
-                "fallback_reason": self.fallback_reason}
 
 
 class Runner:

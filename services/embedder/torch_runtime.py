@@ -18,7 +18,7 @@ from onnx import numpy_helper
 
 from mfr.cpus import physical_cores
 from mfr.errors import GpuUnavailable
-from services.embedder.runtime import RuntimeInfo
+from services.embedder.runtime_info import RuntimeInfo
 from services.embedder.torch_ops import OPS, Unconvertible
 
 __all__ = ["TorchRunner", "Unconvertible"]

@@ -1,4 +1,4 @@
-"""A test set fetched by id from object storage (real MinIO) brings its protocol files."""
+"""A test set fetched by id from object storage (the suite's real S3 server, SeaweedFS) brings its protocol files."""
 
 from __future__ import annotations
 
