@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 
 from mfr.challenge import load_challenge
-from mfr.confine import limit_resources
 from mfr.onnxzoo import build_iresnet, save_model
+from mfr.sandbox.limits import limit_resources
 from services.embedder.worker import sandbox as embedder_sandbox
 from services.embedder.worker.child import CHILD_LOG as EMBED_LOG
 from services.embedder.worker.child import ChildSpec

@@ -1,7 +1,7 @@
 """What confines one model process, and applying it in that process before the model.
 
 In order, in the freshly forked child: every descriptor but its channel closed, stdin
-from /dev/null and stdout/stderr into its log, resource limits (``mfr.confine``),
+from /dev/null and stdout/stderr into its log, resource limits (``mfr.sandbox.limits``),
 scratch ``HOME``/``TMPDIR``, Landlock (the files it may open), then the seccomp filter
 (the calls it may make) with no_new_privs. The seccomp filter is required: a child that
 cannot install it exits with ``UNCONFINED_EXIT`` before it reads the model, unless the
@@ -17,8 +17,8 @@ import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
-from mfr.confine import limit_resources
 from mfr.sandbox import landlock, seccomp
+from mfr.sandbox.limits import limit_resources
 
 UNCONFINED_EXIT = 86  # the child could not be confined: not the model's doing
 # What every Python process reads: the interpreter's libraries and the system's.

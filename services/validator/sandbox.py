@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from mfr.confine import describe_exit, log_tail, out_of_memory
 from mfr.cpus import usable_cpus
-from mfr.errors import GpuUnavailable, Unavailable
+from mfr.errors import GpuUnavailable
 from mfr.modelcheck.report import ERROR_CODES, WARNING_CODES, Finding
-from mfr.sandbox import UNCONFINED_EXIT, Child, Confinement, fork_server
+from mfr.sandbox import Child, Confinement, fork_server
+from mfr.sandbox.limits import describe_exit, log_tail, out_of_memory, raise_if_unconfined
 from services.validator.budget import TimeBudget
 from services.validator.probe import CHILD_LOG, ProbeJob, child_main
 
@@ -169,9 +169,7 @@ class Sandbox:
             raise GpuUnavailable(result.no_gpu)
         if not result.completed:
             exitcode = None if killed and not timed_out else process.exitcode
-            if exitcode == UNCONFINED_EXIT:  # the platform's failure, not the model's
-                raise Unavailable(log_tail(Path(job.workdir) / CHILD_LOG)[-500:].strip(),
-                                  code="sandbox_unavailable")
+            raise_if_unconfined(exitcode, log_tail(Path(job.workdir) / CHILD_LOG))
             self._explain(result, exitcode, timed_out, Path(job.workdir), job, budget)
         return result
 

@@ -125,13 +125,10 @@ def test_the_model_process_has_nothing_to_steal_and_nowhere_to_send_it(
 # The validator service itself, optionally under a filter that refuses seccomp() (as a
 # container runtime's profile may): its model processes then cannot install theirs.
 SERVICE = """
-import errno, runpy, sys
+import runpy, sys
 if sys.argv[1] == "no-seccomp":
-    import pyseccomp as sc
-    rules = sc.SyscallFilter(sc.ALLOW)
-    rules.add_rule(sc.ERRNO(errno.EPERM), "seccomp")
-    rules.add_rule(sc.ERRNO(errno.EPERM), "prctl", sc.Arg(0, sc.EQ, 22))
-    rules.load()
+    from tests.sandbox_support import refuse_seccomp
+    refuse_seccomp()
 runpy.run_module("services.validator", run_name="__main__")
 """
 

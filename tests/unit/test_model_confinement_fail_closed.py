@@ -18,14 +18,11 @@ import pytest
 pyseccomp = pytest.importorskip("pyseccomp")
 
 SERVICE = r"""
-import errno, json, sys, tempfile
+import json, sys, tempfile
 from pathlib import Path
-import pyseccomp as sc
+from tests.sandbox_support import refuse_seccomp
 
-rules = sc.SyscallFilter(sc.ALLOW)
-rules.add_rule(sc.ERRNO(errno.EPERM), "seccomp")
-rules.add_rule(sc.ERRNO(errno.EPERM), "prctl", sc.Arg(0, sc.EQ, 22))  # PR_SET_SECCOMP
-rules.load()
+refuse_seccomp()
 
 from mfr.challenge import load_challenge
 from mfr.errors import Unavailable

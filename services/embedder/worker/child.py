@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime  # noqa: F401
 
-from mfr.confine import MEMORY_HINTS
 from mfr.errors import GpuUnavailable, MfrError
+from mfr.sandbox.limits import MEMORY_HINTS
 from mfr.testset.format import TestSet, TestSetCorrupt
 from services.embedder.pipeline import Pipeline, non_finite_rows
 from services.embedder.runtime import load_model_bytes, open_runtime

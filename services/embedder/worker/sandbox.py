@@ -19,9 +19,9 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from mfr.confine import describe_exit, log_tail, out_of_memory
-from mfr.errors import GpuUnavailable, MfrError, Unavailable
-from mfr.sandbox import UNCONFINED_EXIT, Child, Confinement, fork_server
+from mfr.errors import GpuUnavailable, MfrError
+from mfr.sandbox import Child, Confinement, fork_server
+from mfr.sandbox.limits import describe_exit, log_tail, out_of_memory, raise_if_unconfined
 from mfr.testset.format import TestSetCorrupt
 from services.embedder.worker.child import CHILD_LOG, ChildSpec, child_main
 
@@ -128,8 +128,7 @@ class ModelProcess:
         exitcode = self.process.exitcode
         tail = log_tail(Path(self.spec.workdir) / CHILD_LOG)
         self.close()
-        if exitcode == UNCONFINED_EXIT:  # the platform's failure, not the model's
-            raise Unavailable(tail[-500:].strip(), code="sandbox_unavailable")
+        raise_if_unconfined(exitcode, tail)
         if out_of_memory(exitcode, tail):
             raise OutOfMemory(f"the model's process ran out of memory while {doing} "
                               f"(it {describe_exit(exitcode)})")

@@ -3,7 +3,7 @@ death is read.
 
 Both the validator (one child per validation) and the embedder workers (one child
 per cached model) start untrusted models in a child of the model fork server
-(:mod:`mfr.sandbox`), limited here: an address-space limit (not on a GPU, where a
+(:mod:`mfr.sandbox`), limited here (applied by :mod:`mfr.sandbox.policy`): an address-space limit (not on a GPU, where a
 CUDA context reserves tens of GB of address space and the container's cgroup bounds
 memory instead), a file-size limit, no core dumps, stdout and stderr in a log file,
 an empty working directory. The parent enforces time with SIGKILL and reads the exit and the
@@ -66,3 +66,13 @@ def log_tail(path: Path, limit: int = 8192) -> str:
             return fh.read().decode("utf-8", "replace")
     except OSError:
         return ""
+
+
+def raise_if_unconfined(exitcode: int | None, log: str) -> None:
+    """A child that exited because it could not be confined (before it read the model):
+    the platform's failure, retried elsewhere, never the model's."""
+    from mfr.errors import Unavailable
+    from mfr.sandbox.policy import UNCONFINED_EXIT
+
+    if exitcode == UNCONFINED_EXIT:
+        raise Unavailable(log[-500:].strip(), code="sandbox_unavailable")
