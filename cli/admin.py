@@ -2,6 +2,7 @@
 
 The organisers' token is ``--admin-token`` or ``MFR_ADMIN_TOKEN``; without
 either, the one ``mfr up`` made in ``--state-dir`` (``credentials.json``) is used.
+The gateway is ``--gateway`` or ``MFR_GATEWAY`` (``ClientSettings``, cli/settings.py).
 """
 
 from __future__ import annotations
@@ -30,15 +31,19 @@ def _admin_token(explicit: str | None, state_dir: Path) -> str:
 
 
 @click.group()
-@click.option("--gateway", envvar="MFR_GATEWAY", help="Gateway URL (default http://127.0.0.1:8000).")
-@click.option("--admin-token", envvar="MFR_ADMIN_TOKEN", help="The organisers' token.")
+@click.option("--gateway", help="Gateway URL (default: MFR_GATEWAY, else http://127.0.0.1:8000).")
+@click.option("--admin-token", help="The organisers' token (default: MFR_ADMIN_TOKEN).")
 @click.option("--state-dir", default=Path(".mfr"), show_default=True,
               type=click.Path(file_okay=False, path_type=Path),
               help="Where `mfr up` keeps credentials.json (used when no token is given).")
 @click.pass_context
 def admin(ctx: click.Context, gateway: str | None, admin_token: str | None, state_dir: Path) -> None:
     """Organiser commands: queue, re-run, cancel, baselines, freeze, export."""
-    ctx.obj = {"gateway": gateway, "token": admin_token, "state_dir": state_dir}
+    from cli.settings import ClientSettings, secret_value
+
+    settings = ClientSettings()
+    ctx.obj = {"gateway": gateway or settings.gateway,
+               "token": admin_token or secret_value(settings.admin_token), "state_dir": state_dir}
 
 
 def _api(ctx: click.Context):

@@ -6,7 +6,6 @@ refuse an oversized file before a byte is sent) and report progress per chunk.
 
 from __future__ import annotations
 
-import os
 import secrets
 import stat
 import time
@@ -17,10 +16,10 @@ from typing import Self
 
 import httpx
 
+from cli.settings import DEFAULT_GATEWAY
 from mfr.errors import MfrError
 from mfr.records.states import TERMINAL
 
-DEFAULT_GATEWAY = "http://127.0.0.1:8000"
 CHUNK = 256 * 1024
 
 
@@ -47,7 +46,7 @@ class GatewayError(MfrError):
 class GatewayClient:
     def __init__(self, url: str | None = None, token: str | None = None,
                  timeout: float = 60.0) -> None:
-        self.url = (url or os.environ.get("MFR_GATEWAY") or DEFAULT_GATEWAY).rstrip("/")
+        self.url = (url or DEFAULT_GATEWAY).rstrip("/")  # commands pass MFR_GATEWAY's
         self.token = token
         self.http = httpx.Client(base_url=self.url, timeout=timeout)
 

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import click
 
+from cli.errors import reports_errors
 from mfr.records.states import TERMINAL
 from mfr.settings import GATEWAY_PORT
 
@@ -211,12 +212,14 @@ class Demo:
 @click.option("--scale", default=DEMO_SCALE, show_default=True, type=float,
               help="Size of the synthetic test set relative to the real one.")
 @click.option("--timeout", default=900.0, show_default=True, help="Seconds to wait for scores.")
+@reports_errors
 def demo(once: bool, as_json: bool, gateway_port: int, state_dir: Path, scale: float,
          timeout: float) -> None:
     """Run a scaled-down challenge end to end and print the leaderboard."""
     from rich.console import Console
 
     from cli.participant import board_table, stdout_console
+    from cli.settings import StackSettings
     from cli.stack.supervisor import Stack, StackConfig
     from cli.stack.testsets import default_testset
     from mfr.logs import configure_logging
@@ -234,15 +237,17 @@ def demo(once: bool, as_json: bool, gateway_port: int, state_dir: Path, scale: f
     def step(what: str):
         console.print(f"[dim]{time.monotonic() - started:6.1f}s[/] {what}")
 
+    settings = StackSettings()
     step(f"synthetic test set at scale {scale:g} (cached per machine)")
-    testset = default_testset(scale)
+    testset = default_testset(scale, cache=settings.cache_dir)
     step("baseline models (mfr baselines)")
     models = build_models(state_dir.resolve() / "demo-models", lambda line: console.print(f"  {line}"))
     challenge = demo_challenge(root / "challenge.toml", datetime.now(UTC))
     step(f"challenge: the built-in ICCV21-MFR challenge with its window moved to include today "
          f"({challenge})")
     stack = Stack(StackConfig(state_dir=root, gateway_port=gateway_port, challenge=challenge,
-                              testset=testset, extra_env={"MFR_DISPATCH_WORKERS": "2"}),
+                              testset=testset, extra_env={"MFR_DISPATCH_WORKERS": "2"},
+                              settings=settings),
                   say=lambda line: console.print(f"  {line}"))
     code = 0
     try:

@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "leaderboard": "cli.participant:leaderboard",
     "quota": "cli.participant:quota",
     "admin": "cli.admin:admin",
+    "config": "cli.config:config",
 }
 
 HELP: dict[str, str] = {
@@ -46,6 +47,7 @@ HELP: dict[str, str] = {
     "leaderboard": "Print a track's leaderboard.",
     "quota": "Show how many submissions are left today.",
     "admin": "Organiser commands (re-run, cancel, baselines, freeze, export).",
+    "config": "List the environment variables a process reads, with defaults and meanings.",
 }
 
 

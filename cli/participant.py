@@ -3,19 +3,20 @@
 The gateway is ``--gateway`` or ``MFR_GATEWAY`` (default http://127.0.0.1:8000);
 the token is ``--token``, ``MFR_TOKEN``, or the one ``mfr signup`` saved in
 ``$MFR_CONFIG_DIR/tokens.json`` (default ``~/.config/mfr``, mode 0600) for that
-gateway. ``--json`` prints one JSON document on stdout and nothing else.
+gateway (``ClientSettings``, cli/settings.py). ``--json`` prints one JSON document on
+stdout and nothing else.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
 import click
 
 from cli.errors import reports_errors
+from cli.settings import ClientSettings, secret_value
 
 TERMINAL_OK = {"scored"}
 
@@ -27,22 +28,18 @@ def _plain(text: object) -> str:
     return escape("".join(c for c in str(text) if c.isprintable()))
 
 
-def _config_dir() -> Path:
-    return Path(os.environ.get("MFR_CONFIG_DIR") or Path.home() / ".config" / "mfr")
-
-
-def _load_tokens() -> dict:
-    path = _config_dir() / "tokens.json"
+def _load_tokens(config_dir: Path) -> dict:
+    path = config_dir / "tokens.json"
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
 
 
-def save_token(gateway: str, token: str) -> Path:
-    path = _config_dir() / "tokens.json"
+def save_token(config_dir: Path, gateway: str, token: str) -> Path:
+    path = config_dir / "tokens.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    tokens = _load_tokens()
+    tokens = _load_tokens(config_dir)
     tokens[gateway] = token
     path.touch(mode=0o600)
     path.chmod(0o600)
@@ -50,21 +47,29 @@ def save_token(gateway: str, token: str) -> Path:
     return path
 
 
-def client(gateway: str | None, token: str | None = None, need_token: bool = True):
+def client(gateway: str | None, token: str | None = None, need_token: bool = True,
+           settings: ClientSettings | None = None):
+    """The gateway's client: options first, then ``settings`` (the environment's)."""
     from cli.client import GatewayClient
     from mfr.errors import PermissionDenied
 
-    api = GatewayClient(gateway)
-    api.token = token or os.environ.get("MFR_TOKEN") or _load_tokens().get(api.url)
+    settings = settings or ClientSettings()
+    api = GatewayClient(gateway or settings.gateway)
+    api.token = (token or secret_value(settings.token)
+                 or _load_tokens(settings.config_dir).get(api.url))
     if need_token and not api.token:
         raise PermissionDenied(f"no token for {api.url}: run `mfr signup` or set MFR_TOKEN",
                                code="no_token")
     return api
 
 
+_gateway = click.option("--gateway", help="Gateway URL (default: MFR_GATEWAY, else "
+                                          "http://127.0.0.1:8000).")
+
+
 def gateway_option(func):
-    func = click.option("--token", envvar="MFR_TOKEN", help="Your token (default: saved by signup).")(func)
-    return click.option("--gateway", envvar="MFR_GATEWAY", help="Gateway URL.")(func)
+    func = click.option("--token", help="Your token (default: MFR_TOKEN, else saved by signup).")(func)
+    return _gateway(func)
 
 
 def json_option(func):
@@ -93,15 +98,16 @@ def pct(rate: float | None) -> str:
 @click.option("--hide-organisation", is_flag=True, help="Keep the organisation off the board.")
 @click.option("--save/--no-save", default=True, show_default=True,
               help="Keep the token in $MFR_CONFIG_DIR/tokens.json for the other commands.")
-@click.option("--gateway", envvar="MFR_GATEWAY", help="Gateway URL.")
+@_gateway
 @json_option
 @reports_errors
 def signup(name: str, organisation: str, hide_organisation: bool, save: bool,
            gateway: str | None, as_json: bool) -> None:
     """Sign up; prints your token once (only its hash is stored by the platform)."""
-    with client(gateway, need_token=False) as api:
+    settings = ClientSettings()
+    with client(gateway, need_token=False, settings=settings) as api:
         created = api.signup(name, organisation, hide_organisation)
-        where = save_token(api.url, created["token"]) if save else None
+        where = save_token(settings.config_dir, api.url, created["token"]) if save else None
     if as_json:
         emit(created)
         return
@@ -266,7 +272,7 @@ def board_table(board: dict, title: str = ""):
 
 @click.command()
 @click.option("--track", default=None, help="Track id (default: every track).")
-@click.option("--gateway", envvar="MFR_GATEWAY", help="Gateway URL.")
+@_gateway
 @json_option
 @reports_errors
 def leaderboard(track: str | None, gateway: str | None, as_json: bool) -> None:

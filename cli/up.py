@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from cli.errors import reports_errors
 from mfr.settings import GATEWAY_PORT
 
 
@@ -25,13 +26,16 @@ from mfr.settings import GATEWAY_PORT
               help="Scorer worker processes.")
 @click.option("--embedders", default=1, show_default=True, type=click.IntRange(0, 64),
               help="Embedder worker processes (they share one submission's shards).")
+@reports_errors
 def up(challenge: Path | None, testset: Path | None, gateway_port: int, state_dir: Path,
        scorers: int, embedders: int) -> None:
     """Start PostgreSQL, S3, the services, their workers and the gateway; stop all on Ctrl-C.
 
     MFR_DATABASE_URL and MFR_S3_ENDPOINT (+ MFR_S3_ACCESS_KEY, MFR_S3_SECRET_KEY)
-    use external servers (any PostgreSQL, any S3) instead of the embedded ones.
+    use external servers (any PostgreSQL, any S3) instead of the embedded ones;
+    `mfr config up` lists every variable it reads.
     """
+    from cli.settings import UpSettings
     from cli.stack.supervisor import Stack, StackConfig
 
     stop = threading.Event()
@@ -41,8 +45,9 @@ def up(challenge: Path | None, testset: Path | None, gateway_port: int, state_di
     def say(line: str) -> None:
         click.echo(line, err=True)
 
-    config = StackConfig.from_env(state_dir, gateway_port=gateway_port, scorers=scorers,
-                                  embedders=embedders, challenge=challenge, testset=testset)
+    config = StackConfig.from_settings(UpSettings(), state_dir, gateway_port=gateway_port,
+                                       scorers=scorers, embedders=embedders,
+                                       challenge=challenge, testset=testset)
     stack = Stack(config, say=say)
     code = 0
     try:

@@ -19,6 +19,7 @@ from gateway import errors, health
 from gateway.api import admin, participants, public, submissions
 from gateway.characters import RefuseControlCharacters
 from gateway.context import Context
+from gateway.request_ids import RequestIds
 from mfr.challenge import Challenge, load_challenge
 from mfr.clock import Clock, system_clock
 from mfr.storage import ObjectStore
@@ -31,6 +32,12 @@ returned once. Errors are `{"error": {"code", "message", ...}}` with a stable
 character (NUL, escape, newline...) in the path, a query parameter, a field or
 a file name is refused with 422 `invalid_characters`. Rates are fractions in
 [0, 1] (percentages are for display only).
+
+Every answer, errors included, carries `X-Request-Id`: yours if you sent a
+well-formed one (at most 128 letters, digits and `. _ : -`, not starting with
+`-`), else the trace id of a valid W3C `traceparent`, else a new one. An upload's
+id stays with the submission (`request_id` in its detail): quote it when you ask
+the organisers about it.
 """
 
 
@@ -50,6 +57,7 @@ def create_app(pool: ConnectionPool, store: ObjectStore | None = None,
                                       admin_token)
     errors.install(app)
     app.add_middleware(RefuseControlCharacters)
+    app.add_middleware(RequestIds)  # added last: the outermost, so every answer has the id
     for module in (participants, submissions, public, admin):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=web_dir()), name="static")

@@ -2,13 +2,12 @@
 
 Domain errors (:mod:`mfr.errors`) map to statuses in one place, like the gRPC
 interceptor does for the services; unexpected exceptions become a 500 that
-names a request id and nothing else. Every status a route can answer is
+names the request id and nothing else (:func:`crashed`, answered by the request-id
+middleware, gateway/request_ids.py). Every status a route can answer is
 declared in the OpenAPI document with :class:`ErrorBody` (:func:`documented`).
 """
 
 from __future__ import annotations
-
-import uuid
 
 import psycopg
 from fastapi import FastAPI, Request
@@ -179,9 +178,11 @@ def install(app: FastAPI) -> None:
         return JSONResponse(error_body("unavailable", "the database is unreachable; retry later"),
                             503, headers={"Retry-After": "5"})
 
-    @app.exception_handler(Exception)
-    async def _crash(request: Request, exc: Exception) -> JSONResponse:
-        request_id = uuid.uuid4().hex[:16]
-        log.error("request crashed", path=request.url.path, request_id=request_id, exc_info=exc)
-        return JSONResponse(error_body("internal", f"internal error (request id {request_id})"),
-                            500)
+
+def crashed(request_id: str, path: str, exc: BaseException, answered: bool = False) -> JSONResponse:
+    """The 500 of an unexpected exception: the traceback goes to the log, the caller learns
+    the request id and nothing else. ``answered``: the response had begun (nothing can be
+    sent; the line says so)."""
+    log.error("request crashed", path=path, request_id=request_id, answered=answered,
+              exc_info=exc)
+    return JSONResponse(error_body("internal", f"internal error (request id {request_id})"), 500)

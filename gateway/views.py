@@ -55,6 +55,9 @@ def submission_json(row: dict, shown: bool, detail: bool = False) -> dict:
         "embedding": row["embedding"],
     }
     if detail:
+        # The upload's X-Request-Id: the id its owner and the organisers quote, and the one
+        # the platform's logs carry for it. Its owner saw it already (the upload's answer).
+        out["request_id"] = row.get("request_id")
         out["roc"] = {pid: s.get("roc", []) for pid, s in scores.items()}
         out["tar_exact"] = {pid: s.get("tar_exact") for pid, s in scores.items()
                             if rate_name(s) == "tar"}
@@ -72,7 +75,7 @@ def public_view(row: dict) -> dict:
     full["validation"] = {k: validation[k] for k in keep if k in validation}
     full["participant"] = row["participant"]
     full["baseline"] = row["baseline"]
-    for private in ("errors", "progress", "public_chosen", "run", "updated_at"):
+    for private in ("errors", "progress", "public_chosen", "run", "updated_at", "request_id"):
         full.pop(private, None)
     return full
 
@@ -83,5 +86,6 @@ def admin_view(row: dict) -> dict:
     out.pop("public", None)
     return {**out, "participant": row["participant"], "participant_id": row["participant_id"],
             "baseline": row["baseline"], "attempts": row["attempts"],
+            "request_id": row.get("request_id"),  # grep the logs for it (docs/operations.md)
             "lease_owner": row["lease_owner"],
             "lease_until": row["lease_until"].isoformat() if row["lease_until"] else None}

@@ -4,6 +4,8 @@ Each process composes the pieces it needs into one class (``RankerSettings``
 in ``services/ranker/config.py`` is ``ServiceSettings + DatabaseSettings +
 ChallengeSettings + AdminSettings``), builds it once in ``main()`` and passes
 it, or parts of it, down; nothing below ``main()`` reads the environment.
+Each field's docstring is its meaning: ``mfr config [PROCESS]`` lists every
+variable with its default (docs/configuration.md is its output).
 Secrets (database URL, S3 keys, the organisers' token, the service token) have no
 defaults: a process that needs one and does not get it stops at start-up with
 ``error[config_invalid]: MFR_X is not set``.
@@ -28,55 +30,86 @@ GATEWAY_PORT = 8000
 
 
 class Env(BaseSettings):
+    """The base of every settings class. A field's docstring is its meaning: ``mfr config``
+    and docs/configuration.md show it (pydantic's ``use_attribute_docstrings``)."""
+
     # An empty variable is an unset one (MFR_CHALLENGE= is not the current directory).
-    model_config = SettingsConfigDict(env_prefix="MFR_", extra="ignore", env_ignore_empty=True)
+    model_config = SettingsConfigDict(env_prefix="MFR_", extra="ignore", env_ignore_empty=True,
+                                      use_attribute_docstrings=True)
 
 
 class LogSettings(Env):
-    log_format: str = "json"  # "json" for services, "console" for people
+    log_format: str = "json"
+    """``json`` (one object a line, for services) or ``console`` (for people)."""
     log_level: str = "INFO"
+    """Python logging level: DEBUG, INFO, WARNING or ERROR."""
 
 
-class ServiceSettings(LogSettings):
-    """Where a process listens (gRPC health and API, Prometheus) and how it shuts down."""
+class ProcessSettings(LogSettings):
+    """Where a process listens and how it shuts down (the gateway: HTTP only)."""
 
     host: str = "127.0.0.1"
-    grpc_port: int = 0
-    metrics_port: int = 0  # 0: no metrics HTTP server (tests)
+    """Address the process's servers bind to (``0.0.0.0`` in a pod)."""
     shutdown_grace_s: float = 30.0
+    """After SIGTERM, how long work in flight may finish before the process exits."""
+
+
+class ServiceSettings(ProcessSettings):
+    """A process with a gRPC port (health, and the service's API) and Prometheus metrics."""
+
+    grpc_port: int = 0
+    """gRPC port: health, reflection and the service's API (0: any free port)."""
+    metrics_port: int = 0
+    """Prometheus metrics HTTP port (0: no metrics server)."""
     max_workers: int = 8
+    """gRPC server threads: calls served at once."""
 
 
 class StorageSettings(Env):
     """Object storage: any S3 service (SeaweedFS on one machine and in the dev k8s overlay)."""
 
     s3_endpoint: str
+    """``host:port`` of the S3 service (no scheme)."""
     s3_access_key: SecretStr
+    """S3 access key."""
     s3_secret_key: SecretStr
+    """S3 secret key."""
     s3_secure: bool = False
+    """Talk HTTPS to the S3 service."""
     s3_region: str = "us-east-1"
+    """S3 region of the buckets."""
     bucket_prefix: str = "mfr-"
+    """Prefix of the four bucket names: ``models``, ``testsets``, ``features``, ``results``."""
 
 
 class DatabaseSettings(Env):
+    """PostgreSQL, through a connection pool."""
+
     database_url: SecretStr
+    """PostgreSQL URL or conninfo (psycopg 3), password included."""
     db_pool_min: int = 1
+    """Connections the pool keeps open."""
     db_pool_max: int = 8
-    #: Longest wait for a pooled connection (a request's wait while PostgreSQL is away).
+    """Connections the pool opens at most."""
     db_pool_timeout_s: float = Field(30.0, gt=0)
+    """Longest wait for a pooled connection (a request's wait while PostgreSQL is away)."""
 
 
 class PeerSettings(Env):
-    """Addresses of the other services."""
+    """Addresses of the services the dispatcher calls (nothing calls the ranker: it serves
+    external tools)."""
 
     validator_addr: str = f"127.0.0.1:{GRPC_PORTS['validator']}"
+    """``host:port`` of the validator."""
     embedder_addr: str = f"127.0.0.1:{GRPC_PORTS['embedder']}"
+    """``host:port`` of the embedder API."""
     scorer_addr: str = f"127.0.0.1:{GRPC_PORTS['scorer']}"
-    ranker_addr: str = f"127.0.0.1:{GRPC_PORTS['ranker']}"
+    """``host:port`` of the scorer API."""
 
 
 class CacheSettings(Env):
     cache_dir: Path = Path.home() / ".cache" / "mfr"
+    """Per-machine cache: fetched test sets and models, the validator's latency reference."""
 
 
 class ConfinementSettings(Env):
@@ -85,6 +118,7 @@ class ConfinementSettings(Env):
     reported by the ``model-confinement`` health check. Off: such a process refuses models."""
 
     allow_unconfined_models: bool = False
+    """Run participants' models even where their seccomp filter cannot be installed."""
 
 
 class WorkerSettings(CacheSettings):
@@ -92,6 +126,7 @@ class WorkerSettings(CacheSettings):
     and its share of the cache directory."""
 
     worker_name: str = ""
+    """The worker's name in logs and ``done_by`` (empty: host and pid)."""
 
     def worker_id(self) -> str:
         """The name, or host and pid where none was given (two workers never share one)."""
@@ -105,6 +140,7 @@ class ChallengeSettings(Env):
     """The challenge a stack serves: ``MFR_CHALLENGE``, a TOML path; the built-in one when unset."""
 
     challenge: Path | None = None
+    """Challenge TOML file, or a built-in challenge's name (unset: the built-in ICCV21-MFR)."""
 
 
 class TestSetSettings(Env):
@@ -114,7 +150,9 @@ class TestSetSettings(Env):
     __test__ = False  # not a pytest class, despite the name
 
     testset: Path | None = None
+    """A local test-set folder (set by ``mfr up``)."""
     testset_id: str = ""
+    """Id of the served test set in the test-set bucket (empty: the id of ``MFR_TESTSET``)."""
 
     def served_testset_id(self) -> str:
         """``MFR_TESTSET_ID``, else the id in ``$MFR_TESTSET/testset.json``, else ""."""
@@ -130,6 +168,7 @@ class AdminSettings(Env):
     start without it (else every organiser call, and every recorded result, would fail)."""
 
     admin_token: SecretStr = Field(min_length=16)
+    """The organisers' token (16 characters at least)."""
 
 
 class ServiceTokenSettings(Env):
@@ -138,6 +177,7 @@ class ServiceTokenSettings(Env):
     it. No default, and not short: without it no internal call could succeed."""
 
     service_token: SecretStr = Field(min_length=16)
+    """The service token of internal gRPC calls (16 characters at least)."""
 
 
 def config_problem(exc: Exception) -> str:

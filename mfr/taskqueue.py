@@ -11,12 +11,20 @@ What procrastinate does not do for us is decide when a task has failed for
 good: a queue's handlers count failures in their own tables (a stalled
 worker's task counts too) and raise :class:`GiveUp` once the job has been
 failed, the only exception the retry strategy does not retry.
+
+A task carries the request id of whoever deferred it (the gRPC call that submitted
+the job, or the task that deferred this one) as one more argument, ``request_id``,
+added by :class:`Deferral` and taken off by the worker, which binds it to the log
+context while the task, its failure hook and the tasks it defers run. It is an
+ordinary argument, so a retry or a stalled task handed back keeps it; locks and
+queueing locks are options, not arguments, and do not see it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,9 +33,11 @@ from typing import Any
 from procrastinate import App, PsycopgConnector, SyncPsycopgConnector
 from procrastinate import exceptions as queue_errors
 from procrastinate.jobs import Job as QueueJob
+from procrastinate.jobs import JobDeferrer
 from procrastinate.retry import BaseRetryStrategy, RetryDecision
+from structlog.contextvars import bound_contextvars
 
-from mfr.logs import get_logger
+from mfr.logs import REQUEST_ID, current_request_id, get_logger
 
 log = get_logger("mfr.taskqueue")
 
@@ -38,13 +48,43 @@ Handler = Callable[..., Any]
 FailureHook = Callable[[str, dict, str], bool]
 
 
+def with_request_id(task_kwargs: dict) -> dict:
+    """A task's arguments plus the request id of the log context, when there is one."""
+    request_id = current_request_id()
+    return {**task_kwargs, REQUEST_ID: request_id} if request_id else dict(task_kwargs)
+
+
+def split_request_id(task_kwargs: dict) -> tuple[dict, dict]:
+    """(what to bind to the log context, the task's own arguments)."""
+    own = dict(task_kwargs)
+    request_id = own.pop(REQUEST_ID, None)
+    return ({REQUEST_ID: request_id} if isinstance(request_id, str) else {}), own
+
+
+class Deferral:
+    """A task configured for one deferral (queue, priority, lock, connection) whose
+    arguments get the caller's request id."""
+
+    def __init__(self, deferrer: JobDeferrer) -> None:
+        self._deferrer = deferrer
+
+    def defer(self, **task_kwargs: Any) -> int:
+        return self._deferrer.defer(**with_request_id(task_kwargs))
+
+
 class TaskDeferrer:
     """Puts tasks on a queue and takes them off, inside the caller's transaction (so a job's
-    rows and its tasks appear together or not at all). Each queue subclasses it."""
+    rows and its tasks appear together or not at all). Each queue subclasses it and defers
+    through :meth:`task`, never ``app.configure_task``, so every task carries its trail."""
 
     def __init__(self, pool) -> None:
         self.app = App(connector=SyncPsycopgConnector())
         self.app.open(pool)  # an external pool: opening it is the caller's business
+
+    def task(self, task_name: str, conn, **options: Any) -> Deferral:
+        """``task_name`` configured with ``options`` (queue, priority, lock...), deferred in
+        ``conn``'s transaction."""
+        return Deferral(self.app.configure_task(task_name, connection=conn, **options))
 
     @staticmethod
     def fair_clock(conn, queue: str, task_name: str) -> int:
@@ -84,7 +124,8 @@ class RetryUnlessGivenUp(BaseRetryStrategy):
 
 
 async def on_thread(handler: Handler, abandoned: threading.Event, name: str, **kwargs: Any):
-    """Run ``handler`` on a daemon thread and await it; cancelling abandons the thread."""
+    """Run ``handler`` on a daemon thread and await it; cancelling abandons the thread. The
+    thread runs in a copy of the caller's context (its log context: the request id)."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future = loop.create_future()
 
@@ -101,7 +142,8 @@ async def on_thread(handler: Handler, abandoned: threading.Event, name: str, **k
         else:
             _call_soon(loop, deliver, lambda: done.set_result(result))
 
-    threading.Thread(target=target, name=name, daemon=True).start()
+    context = contextvars.copy_context()
+    threading.Thread(target=context.run, args=(target,), name=name, daemon=True).start()
     try:
         return await done
     except asyncio.CancelledError:
@@ -138,7 +180,12 @@ def worker_app(database_url: str, spec: QueueSpec, retry_wait_s: int, pool_size:
     retry = RetryUnlessGivenUp(retry_wait_s)
 
     def register(task_name: str, handler: Handler) -> None:
-        async def run(**kwargs: Any) -> None:
+        async def run(**task_kwargs: Any) -> None:
+            trail, kwargs = split_request_id(task_kwargs)
+            with bound_contextvars(**trail):
+                await run_bound(kwargs)
+
+        async def run_bound(kwargs: dict) -> None:
             abandoned = threading.Event()
             # A deadline may read the database: off the event loop, which sends the heartbeats.
             limit = await asyncio.to_thread(spec.deadline, task_name, kwargs)
@@ -177,9 +224,11 @@ async def reap_stalled(app: App, queues: tuple[str, ...], stalled_s: float,
             continue  # another worker handed it back first
         handed_back += 1
         reason = f"worker lost (no heartbeat for {stalled_s:g} s)"
-        log.warning("stalled task handed back", task=task.task_name, task_id=task.id,
-                    attempts=task.attempts, **task.task_kwargs)
-        await asyncio.to_thread(on_failure, task.task_name, dict(task.task_kwargs), reason)
+        trail, kwargs = split_request_id(task.task_kwargs)
+        with bound_contextvars(**trail):
+            log.warning("stalled task handed back", task=task.task_name, task_id=task.id,
+                        attempts=task.attempts, **kwargs)
+            await asyncio.to_thread(on_failure, task.task_name, kwargs, reason)
     return handed_back
 
 

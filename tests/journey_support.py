@@ -46,6 +46,38 @@ def add_submission(conn, participant_id: str, track: str = "A", state: str = "sc
     return row["id"]
 
 
+def hold_lease(pool, submission_id: str, owner: str = "test-dispatcher"):
+    """Take the lease on a pending submission as a dispatcher's claim would (state kept):
+    (leases, claim). AssertionError when it is not pending (no claim would take it)."""
+    from mfr.records.leases import Claim, Leases
+    from mfr.records.states import PENDING
+
+    with pool.connection() as conn:
+        row = conn.execute(
+            "UPDATE submissions SET lease_owner = %s, lease_until = now() + interval '5 minutes'"
+            " WHERE id = %s AND state = ANY(%s) RETURNING id::text AS id, state, run",
+            (owner, submission_id, list(PENDING))).fetchone()
+    assert row is not None, f"submission {submission_id} is not pending"
+    return Leases(pool, owner, 300), Claim(row, owner)
+
+
+def record_result(pool, challenge, submission_id: str, scores: dict,
+                  model_size_mb: float | None = None, latency_ms: float | None = None):
+    """Record a result as the dispatcher does: the scores cross the wire codec (the scorer
+    encodes, the dispatcher decodes), then ``mfr.records.results.record`` writes them in the
+    guarded UPDATE of a lease on the run. Returns the exact ranking score."""
+    from mfr.ranking import wire
+    from mfr.records import results
+
+    if model_size_mb is not None or latency_ms is not None:  # what validation recorded
+        with pool.connection() as conn:
+            conn.execute("UPDATE submissions SET model_size_mb = %s, latency_ms = %s"
+                         " WHERE id = %s", (model_size_mb, latency_ms, submission_id))
+    leases, claim = hold_lease(pool, submission_id)
+    sent = {pid: wire.from_proto(wire.to_proto(pid, score)) for pid, score in scores.items()}
+    return results.record(leases, claim, challenge, sent)
+
+
 def score(accepted: int, genuine: int, far: float = 1e-4) -> dict:
     return {"tar": accepted / genuine, "far": far, "threshold": 0.25, "genuine": genuine,
             "impostor": 10_000, "genuine_accepted": accepted, "impostors_accepted": 1,
@@ -152,24 +184,22 @@ def make_challenge(**changes):
 
 
 def gateway_app(pool, store, now: datetime, admin_token: str):
-    """The gateway app of the built-in-like challenge at a fake ``now``, and its results'
-    writer: (app, results, clock)."""
+    """The gateway app of the built-in-like challenge at a fake ``now``, and the challenge
+    results are recorded for: (app, challenge, clock)."""
     from gateway.app import create_app
-    from mfr.records.boards import Leaderboards
-    from mfr.records.results import Results
 
     challenge = make_challenge()
     clock = FakeClock(now)
-    results = Results(pool, challenge, Leaderboards(pool, challenge, clock))
-    return create_app(pool, store, challenge, clock=clock, admin_token=admin_token), results, clock
+    return create_app(pool, store, challenge, clock=clock, admin_token=admin_token), challenge, clock
 
 
-def add_scored(pool, results, participant_id: str, mask: tuple[int, int],
+def add_scored(pool, challenge, participant_id: str, mask: tuple[int, int],
                mr_all: tuple[int, int], minutes: int = 0) -> str:
     """A submission made ``minutes`` after T0 and scored (Mask and MR-All as given)."""
     from datetime import timedelta
 
     with pool.connection() as conn:
         sid = add_submission(conn, participant_id, created_at=T0 + timedelta(minutes=minutes))
-    results.record(sid, built_in_scores(mask, mr_all), model_size_mb=91.7, latency_ms=1.856)
+    record_result(pool, challenge, sid, built_in_scores(mask, mr_all), model_size_mb=91.7,
+                  latency_ms=1.856)
     return sid

@@ -6,7 +6,6 @@ accuracy, templates, identification), weighted over three different rates.
 
 from __future__ import annotations
 
-import json
 import re
 from fractions import Fraction
 from importlib import resources
@@ -45,7 +44,3 @@ def identification_result(hits: int, mated: int, rank1_hits: int | None = None,
             "threshold": 0.4375, "mated": mated, "nonmated": nonmated, "hits": hits,
             "nonmated_accepted": accepted}
 
-
-def as_result_json(result: dict) -> str:
-    """The kind's fields as the scorer puts them in ProtocolScore.result_json."""
-    return json.dumps({k: v for k, v in result.items() if k not in ("kind", "rate", "rate_exact")})

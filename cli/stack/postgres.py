@@ -28,9 +28,15 @@ SYSTEM_USER = "embedded_postgres"
 
 
 class LocalPostgres:
-    def __init__(self, data_dir: Path, port: int) -> None:
+    """``fsync``: False only for tests (``MFR_PG_FSYNC_OFF``, cli/settings.py: a crash of the
+    machine can then lose the data); None: as ``MFR_PG_FSYNC_OFF`` says."""
+
+    def __init__(self, data_dir: Path, port: int, fsync: bool | None = None) -> None:
+        from cli.settings import LocalPostgresSettings
+
         self.data_dir = Path(data_dir)
         self.port = port
+        self.fsync = not LocalPostgresSettings().pg_fsync_off if fsync is None else fsync
         self.process: subprocess.Popen | None = None
 
     @property
@@ -67,13 +73,7 @@ class LocalPostgres:
         self._prepare()
         log = open(self.data_dir.parent / "postgres.log", "ab")  # noqa: SIM115 - the child writes to it for its lifetime
         self.process = subprocess.Popen(
-            [
-                str(POSTGRES_BIN_PATH / "postgres"), "-D", str(self.data_dir),
-                "-h", "127.0.0.1", "-p", str(self.port),
-                "-c", "unix_socket_directories=",
-                "-c", "max_connections=200",
-                "-c", "fsync=off" if os.environ.get("MFR_PG_FSYNC_OFF") else "fsync=on",
-            ],
+            [str(POSTGRES_BIN_PATH / "postgres"), *self.arguments()],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             # SIGINT = "fast" shutdown: no waiting for clients that died with us.
             preexec_fn=die_with_parent(signal.SIGINT, self._user().get("user")),  # noqa: PLW1509 - before threads matter
@@ -89,6 +89,13 @@ class LocalPostgres:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"postgres not ready after {timeout:.0f}s; see {log.name}")
                 time.sleep(0.05)
+
+    def arguments(self) -> list[str]:
+        """The server's command-line arguments, after its path."""
+        return ["-D", str(self.data_dir), "-h", "127.0.0.1", "-p", str(self.port),
+                "-c", "unix_socket_directories=",
+                "-c", "max_connections=200",
+                "-c", "fsync=on" if self.fsync else "fsync=off"]
 
     def stop(self, timeout: float = 10.0) -> None:
         # SIGINT is PostgreSQL's "fast" shutdown: abort transactions, exit cleanly.

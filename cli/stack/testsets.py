@@ -9,28 +9,24 @@ embedder and the scorer find it.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 # Scale of the synthetic test set `mfr up` serves when given none (about 3,600 images).
 DEFAULT_SYNTH_SCALE = 0.002
 
 
-def cache_dir() -> Path:
-    from mfr.settings import CacheSettings
-
-    return Path(os.environ.get("MFR_CACHE_DIR") or CacheSettings().cache_dir)
-
-
 def default_testset(scale: float = DEFAULT_SYNTH_SCALE, seed: int = 0,
-                    protocols: bool = False) -> Path:
-    """A synthetic test set of the built-in challenges, built once per machine and reused;
-    ``protocols``: with MFR-Ongoing's parts and protocol files too."""
+                    protocols: bool = False, cache: Path | None = None) -> Path:
+    """A synthetic test set of the built-in challenges, built once per machine in ``cache``
+    (the caller's settings; by default ``MFR_CACHE_DIR``'s) and reused; ``protocols``: with
+    MFR-Ongoing's parts and protocol files too."""
+    from mfr.settings import CacheSettings
     from mfr.testset.format import TestSet
     from mfr.testset.synth import SYNTH_VERSION, synth_testset
 
+    cache = Path(cache) if cache is not None else CacheSettings().cache_dir
     suffix = "-protocols" if protocols else ""
-    folder = (cache_dir() / "testsets"
+    folder = (cache / "testsets"
               / f"synth-v{SYNTH_VERSION}-scale{scale:g}-seed{seed}{suffix}")
     try:
         TestSet(folder)

@@ -24,9 +24,11 @@ from gateway.uploads import (
 )
 from gateway.views import public_view, submission_json
 from mfr.errors import NotFound
+from mfr.logs import REQUEST_ID, get_logger
 from mfr.records import events, submissions
 from mfr.records.participants import Participant
 
+log = get_logger("gateway")
 router = APIRouter(prefix="/v1/submissions", tags=["submissions"])
 SCORES_DESCRIPTION = """`scores` has one object per protocol, with its `kind` and `rate` and the
 fields of its kind (DESIGN.md 3.1):
@@ -75,10 +77,15 @@ async def create(request: Request, who: CurrentParticipant, ctx: Ctx) -> JSONRes
         findings = zip_findings(form, track.max_model_bytes)
         if findings:
             raise rejected(findings)
-        await run_in_threadpool(_insert, ctx, who, submission_id, track.id, form, now)
+        # The upload's request id goes with the submission: every process after this one
+        # logs it (docs/operations.md, "Following one submission").
+        await run_in_threadpool(_insert, ctx, who, submission_id, track.id, form, now,
+                                getattr(request.state, REQUEST_ID, None))
     except BaseException:
         await run_in_threadpool(discard, ctx.store, ctx.store.buckets.models, key)
         raise
+    log.info("submission queued", submission=submission_id, track=track.id,
+             participant=who.id, bytes=form.size)
     return JSONResponse({"id": submission_id, "state": "queued", "track": track.id}, 202,
                         headers={"Location": f"/v1/submissions/{submission_id}"})
 
@@ -89,21 +96,22 @@ def _precheck_quota(ctx: Context, who: Participant, now) -> None:
         quota.check(conn, ctx.challenge, who.id, now)
 
 
-def _insert(ctx: Context, who: Participant, submission_id: str, track_id: str, form, now) -> None:
+def _insert(ctx: Context, who: Participant, submission_id: str, track_id: str, form, now,
+            request_id: str | None) -> None:
     with ctx.pool.connection() as conn, conn.transaction():
         if who.baseline:
             day = quota.quota_day(ctx.challenge, now)
         else:
             day = quota.reserve(conn, ctx.challenge, who.id, now).day
         submissions.create(conn, submission_id, who.id, ctx.challenge.id, track_id, now, day,
-                           form.stored, form.filename)
+                           form.stored, form.filename, request_id)
 
 
 @router.get("", summary="Your submissions, newest first", responses=documented(401))
 def list_own(who: CurrentParticipant, ctx: Ctx, track: str | None = None) -> dict:
     with ctx.pool.connection() as conn:
         rows = submissions.find(conn, who.id, track, limit=1000)
-    shown = ctx.boards.shown_ids({r["track_id"] for r in rows})
+    shown = ctx.boards.shown_ids({r["track_id"] for r in rows}, who.id)
     return {"submissions": [submission_json(r, r["id"] in shown) for r in rows]}
 
 
@@ -114,7 +122,7 @@ def get_one(submission_id: str, who: MaybeParticipant,
     with ctx.pool.connection() as conn:
         row = submissions.get(conn, submission_id)
         history = events.history(conn, row["id"])
-    shown = row["id"] in ctx.boards.shown_ids({row["track_id"]})
+    shown = ctx.boards.is_shown(row)
     if who is not None and row["participant_id"] == who.id:
         return {**submission_json(row, shown, detail=True), "events": history}
     if not shown:
@@ -130,4 +138,4 @@ def set_public(submission_id: str, who: CurrentParticipant,
     ctx.results.set_public(who.id, submission_id)
     with ctx.pool.connection() as conn:
         row = submissions.get(conn, submission_id, who.id)
-    return submission_json(row, row["id"] in ctx.boards.shown_ids({row["track_id"]}))
+    return submission_json(row, ctx.boards.is_shown(row))

@@ -46,7 +46,7 @@ _CLAIM = """
     RETURNING s.id::text AS id, s.participant_id::text AS participant_id, s.track_id, s.state,
               s.run, s.attempts, s.retries, s.upload_bucket, s.upload_key, s.upload_sha256,
               s.upload_size, s.validation, s.model_key, s.model_sha256, s.features_key,
-              s.model_size_mb, s.latency_ms
+              s.model_size_mb, s.latency_ms, s.request_id
 """
 
 
@@ -55,13 +55,19 @@ _GUARDED = sql.SQL("UPDATE submissions SET {} WHERE id = %(id)s AND lease_owner 
                    " AND run = %(run)s AND state = %(was)s")
 
 
+#: A column value meaning "the database's now()" (one clock for every timestamp).
+NOW = object()
+
+
 def _assignments(columns: dict) -> list[sql.Composable]:
-    return [sql.SQL("{} = {}").format(sql.Identifier(name), sql.Placeholder(name))
-            for name in columns]
+    return [sql.SQL("{} = now()").format(sql.Identifier(name)) if value is NOW else
+            sql.SQL("{} = {}").format(sql.Identifier(name), sql.Placeholder(name))
+            for name, value in columns.items()]
 
 
 def _params(columns: dict) -> dict:
-    return {k: Jsonb(v) if isinstance(v, dict | list) else v for k, v in columns.items()}
+    return {k: Jsonb(v) if isinstance(v, dict | list) else v for k, v in columns.items()
+            if v is not NOW}
 
 
 class LeaseLost(Exception):
@@ -130,7 +136,8 @@ class Leases:
                 raise LeaseLost(claim.id)
             events.add(conn, claim.id, state, {"run": claim.run, "by": self.owner,
                                                **(detail or {})})
-        claim.row = {**claim.row, **columns, "state": state}
+        claim.row = {**claim.row, **{k: v for k, v in columns.items() if v is not NOW},
+                     "state": state}
 
     def note(self, claim: Claim, **columns) -> None:
         """Write columns (progress, result key) without changing state; LeaseLost if not ours."""

@@ -1,17 +1,23 @@
-"""Recording results and choosing the public entry: the ranker's two writes.
+"""A submission's result and its public entry: the two writes at the end of the journey.
 
-Both run in one transaction that first locks the submission (and, for the
-public entry, the participant), so a result recorded twice, or two "Set
-Public" clicks at once, leave exactly one consistent row behind.
+**Recording a result** is the last transition of a run (``scoring`` -> ``scored``) and
+is made, like every other transition of a run, by the dispatcher holding the
+submission's lease, in its lease-guarded UPDATE (:meth:`mfr.records.leases.Leases.advance`):
+one writer of a run's states, and a result that can only land on the run it belongs
+to (a cancel or re-run meanwhile makes the write touch nothing: ``LeaseLost``). The
+scores are checked against the challenge first (:func:`mfr.ranking.scores.normalise_scores`:
+a scorer is a remote party too), and the exact ranking score is computed here, once.
+
+**Choosing the public entry** is the participant's (gateway, ``Set Public``): one
+transaction that locks the participant and the submission, so two clicks at once
+leave exactly one public entry.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from fractions import Fraction
 
-from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from mfr.challenge import Challenge
@@ -19,57 +25,35 @@ from mfr.errors import Conflict
 from mfr.ranking.scores import exact_ranking, fraction_text, normalise_scores
 from mfr.records import events, participants, submissions
 from mfr.records.boards import Leaderboards
+from mfr.records.leases import NOW, Claim, Leases
 
-RECORDABLE_STATES = ("scoring", "scored")
 
+def record(leases: Leases, claim: Claim, challenge: Challenge, scores: Mapping[str, Mapping],
+           **columns) -> Fraction | None:
+    """Store the claimed run's scores and exact ranking score; its state becomes ``scored``.
 
-@dataclass(frozen=True)
-class Recorded:
-    ranking: Fraction | None
-    rank: int  # the participant's rank on the track when this submission is shown, else 0
+    ``scores``: {protocol id: stored form (:mod:`mfr.ranking.wire`)}. InvalidInput
+    (``scores_invalid``) when they do not fit the challenge; LeaseLost when the run is
+    no longer this dispatcher's. ``columns``: more of the run's columns (the result key).
+    Returns the ranking score (None when a weighted protocol was not scored).
+    """
+    clean = normalise_scores(challenge, scores)
+    ranking = exact_ranking(challenge, clean)
+    leases.advance(claim, "scored",
+                   {"ranking_score": float(ranking) if ranking is not None else None},
+                   scores=clean, ranking_exact=fraction_text(ranking) if ranking is not None
+                   else None, ranking_score=float(ranking) if ranking is not None else None,
+                   scored_at=NOW, **columns)
+    return ranking
 
 
 class Results:
+    """The participant's choice of public entry (the gateway's write)."""
+
     def __init__(self, pool: ConnectionPool, challenge: Challenge, boards: Leaderboards) -> None:
         self.pool = pool
         self.challenge = challenge
         self.boards = boards
-
-    def record(self, submission_id: str, scores: Mapping[str, Mapping],
-               model_size_mb: float | None = None, latency_ms: float | None = None) -> Recorded:
-        """Store a submission's scores and ranking score; state becomes ``scored``.
-
-        Idempotent: recording the same result again changes nothing. Refused
-        (Conflict) for a submission that is not being scored, e.g. cancelled.
-        """
-        clean = normalise_scores(self.challenge, scores)
-        ranking = exact_ranking(self.challenge, clean)
-        with self.pool.connection() as conn, conn.transaction():
-            row = submissions.lock(conn, submission_id)
-            if row["challenge_id"] != self.challenge.id:
-                raise Conflict(f"submission {submission_id} belongs to challenge "
-                               f"{row['challenge_id']!r}, the ranker serves {self.challenge.id!r}",
-                               code="wrong_challenge")
-            if row["state"] not in RECORDABLE_STATES:
-                raise Conflict(f"submission {submission_id} is {row['state']}; only a submission "
-                               "being scored takes a result", code="not_scoring")
-            conn.execute(
-                "UPDATE submissions SET scores = %s, ranking_exact = %s, ranking_score = %s,"
-                " model_size_mb = coalesce(%s, model_size_mb), latency_ms = coalesce(%s, latency_ms),"
-                " state = 'scored',"
-                " scored_at = coalesce(scored_at, now()), progress = NULL, error = NULL,"
-                " lease_owner = NULL, lease_until = NULL,"
-                " error_code = NULL, updated_at = now() WHERE id = %s",
-                (Jsonb(clean), fraction_text(ranking) if ranking is not None else None,
-                 float(ranking) if ranking is not None else None, model_size_mb, latency_ms,
-                 submission_id))
-            if row["state"] != "scored":
-                events.add(conn, submission_id, "scored",
-                           {"ranking_score": float(ranking) if ranking is not None else None,
-                            "run": row["run"]})
-        board = self.boards.board(row["track_id"])
-        entry = next((e for e in board.entries if e.submission_id == submission_id), None)
-        return Recorded(ranking, entry.rank if entry else 0)
 
     def set_public(self, participant_id: str, submission_id: str) -> None:
         """Make a scored submission its participant's public entry for its track."""

@@ -17,7 +17,7 @@ COLUMNS = sql.SQL(
     " s.state, s.created_at, s.updated_at, s.validation, s.scores, s.ranking_score,"
     " s.ranking_exact, s.public, s.error, s.error_code, s.model_size_mb, s.latency_ms, s.run,"
     " s.progress, s.upload_size, s.result_key, s.attempts, s.lease_owner, s.lease_until,"
-    " s.embedding, p.name AS participant, p.is_baseline AS baseline")
+    " s.embedding, s.request_id, p.name AS participant, p.is_baseline AS baseline")
 
 
 def valid_id(submission_id: str) -> str:
@@ -77,14 +77,16 @@ def lock(conn, submission_id: str, participant_id: str | None = None) -> dict:
 
 
 def create(conn, submission_id: str, participant_id: str, challenge_id: str, track_id: str,
-           now: datetime, quota_day: date, upload: StoredObject, filename: str) -> None:
-    """Inside the transaction that reserved the quota: the new, queued submission."""
+           now: datetime, quota_day: date, upload: StoredObject, filename: str,
+           request_id: str | None = None) -> None:
+    """Inside the transaction that reserved the quota: the new, queued submission.
+    ``request_id``: the upload's, which every process working on it logs."""
     conn.execute(
         "INSERT INTO submissions (id, participant_id, challenge_id, track_id, created_at,"
-        " updated_at, quota_day, upload_bucket, upload_key, upload_sha256, upload_size)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        " updated_at, quota_day, upload_bucket, upload_key, upload_sha256, upload_size,"
+        " request_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
         (submission_id, participant_id, challenge_id, track_id, now, now, quota_day,
-         upload.bucket, upload.key, upload.sha256, upload.size))
+         upload.bucket, upload.key, upload.sha256, upload.size, request_id))
     events.add(conn, submission_id, "queued",
                {"filename": filename, "bytes": upload.size, "sha256": upload.sha256}, at=now)
 

@@ -8,8 +8,8 @@ open: kubelet probes, ``grpc_health_probe`` and ``mfr up`` cannot send a token,
 and they reveal no data. Why a token rather than mTLS: docs/architecture.md,
 "Internal calls are authenticated".
 
-The organisers' token (``authorization: Bearer ...``, RecordResult) is another
-matter and is checked on top of this one, by the ranker.
+The organisers' token (``authorization: Bearer ...``: the ranker's private reads) is
+another matter and is checked on top of this one, by the ranker.
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@ Every client call goes through :func:`unary` or :func:`stream`: the gRPC status
 and the ``mfr-error-code`` trailer become a :class:`RemoteError` (transient or
 not, for the caller's retry policy), and the call is listed in ``inflight``
 while it runs, so that whoever owns the work (the dispatcher's claim) can
-cancel it at once when the work is taken away.
+cancel it at once when the work is taken away. Each call carries the request id
+of the caller's log context as ``x-request-id`` (:func:`traced`), so the service
+logs the submission's id on its lines (:mod:`mfr.rpc.interceptors`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from typing import Any
 import grpc
 
 from mfr.errors import MfrError
-from mfr.rpc.interceptors import error_code_of
+from mfr.logs import current_request_id
+from mfr.rpc.interceptors import REQUEST_ID_KEY, error_code_of
 
 # Statuses a later attempt may not see again: the peer is down, slow or busy, or it does
 # not take our service token yet (a rotation rolling out; never the participant's fault).
@@ -71,12 +74,20 @@ def _translate(err: grpc.RpcError, service: str, inflight: Inflight | None) -> M
     return RemoteError(service, status.name, code, details or "", status in TRANSIENT)
 
 
+def traced(metadata: tuple = ()) -> tuple:
+    """``metadata`` plus the current request id (unless the caller set one)."""
+    request_id = current_request_id()
+    if request_id is None or any(key == REQUEST_ID_KEY for key, _ in metadata):
+        return tuple(metadata)
+    return (*metadata, (REQUEST_ID_KEY, request_id))
+
+
 def unary(service: str, method: Callable, request: Any, *, timeout: float,
           inflight: Inflight | None = None, metadata: tuple = ()) -> Any:
     """One unary call; cancellable through ``inflight``."""
     if inflight is not None and inflight.cancelled:
         raise CallCancelled(f"the call to the {service} was cut")
-    future = method.future(request, timeout=timeout, metadata=metadata)
+    future = method.future(request, timeout=timeout, metadata=traced(metadata))
     if inflight is not None:
         inflight.add(future)
     try:
@@ -95,7 +106,7 @@ def stream(service: str, method: Callable, request: Any, *, timeout: float | Non
     """The messages of a server stream; cancellable through ``inflight``."""
     if inflight is not None and inflight.cancelled:
         raise CallCancelled(f"the call to the {service} was cut")
-    call = method(request, timeout=timeout)
+    call = method(request, timeout=timeout, metadata=traced())
     if inflight is not None:
         inflight.add(call)
     try:

@@ -4,20 +4,25 @@ Domain errors (:class:`mfr.errors.MfrError`) become their status code with the
 error's message and stable code in trailing metadata (``mfr-error-code``);
 anything else becomes INTERNAL with a generic message and the request id, so
 internals never leak to callers while the log keeps the traceback.
+
+The request id is the caller's ``x-request-id`` (the dispatcher forwards the id of
+the upload it works for: :mod:`mfr.rpc.calls`), else a W3C ``traceparent``'s trace
+id, else a new one. It is bound to the log context while the handler runs, so every
+line the handler writes, and every call or task it makes, carries it.
 """
 
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
 from prometheus_client import Counter, Histogram
+from structlog.contextvars import bound_contextvars
 
 from mfr import errors
-from mfr.logs import get_logger
+from mfr.logs import get_logger, request_id_from
 from mfr.rpc.auth import Unauthenticated
 
 log = get_logger("mfr.rpc")
@@ -41,6 +46,7 @@ LATENCY = Histogram(
 )
 
 REQUEST_ID_KEY = "x-request-id"
+TRACEPARENT_KEY = "traceparent"
 ERROR_CODE_KEY = "mfr-error-code"
 
 
@@ -60,7 +66,7 @@ class ServiceInterceptor(grpc.ServerInterceptor):
             return None
         method = handler_call_details.method
         metadata = dict(handler_call_details.invocation_metadata or ())
-        request_id = metadata.get(REQUEST_ID_KEY) or uuid.uuid4().hex[:16]
+        request_id = request_id_from(metadata.get(REQUEST_ID_KEY), metadata.get(TRACEPARENT_KEY))
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
                 self._unary(handler.unary_unary, method, request_id),
@@ -80,7 +86,8 @@ class ServiceInterceptor(grpc.ServerInterceptor):
             start = time.perf_counter()
             context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
             try:
-                response = behaviour(request, context)
+                with bound_contextvars(request_id=request_id):
+                    response = behaviour(request, context)
             except Exception as exc:  # noqa: BLE001 - mapped below, never re-raised raw
                 _abort(context, exc, method, request_id, start)
             _done(method, "OK", request_id, start)
@@ -93,12 +100,32 @@ class ServiceInterceptor(grpc.ServerInterceptor):
             start = time.perf_counter()
             context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
             try:
-                yield from behaviour(request, context)
+                yield from _bound_steps(behaviour(request, context), request_id)
             except Exception as exc:  # noqa: BLE001
                 _abort(context, exc, method, request_id, start)
             _done(method, "OK", request_id, start)
 
         return wrapper
+
+
+def _bound_steps(responses: Iterator[Any], request_id: str) -> Iterator[Any]:
+    """``responses``, each step of the handler run with the request id bound. Bound per
+    step, not around the ``yield``: a stream cut short is closed wherever gRPC drops it,
+    and a binding must be undone in the context that made it."""
+    responses = iter(responses)
+    try:
+        while True:
+            with bound_contextvars(request_id=request_id):
+                try:
+                    response = next(responses)
+                except StopIteration:
+                    return
+            yield response
+    finally:  # as ``yield from`` would: a stream cut short closes the handler's generator
+        close = getattr(responses, "close", None)
+        if close is not None:
+            with bound_contextvars(request_id=request_id):
+                close()
 
 
 def _done(method: str, code: str, request_id: str, start: float) -> None:

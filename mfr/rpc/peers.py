@@ -1,8 +1,8 @@
 """Typed clients of the services, for the processes that drive them (the dispatcher).
 
 Requests and answers are plain values (object refs, report dicts, job states);
-protobuf stays inside this module, gRPC inside :mod:`mfr.rpc.calls`. Scores
-travel as ``ProtocolScore`` messages from the scorer to the ranker untouched.
+protobuf stays inside this module, gRPC inside :mod:`mfr.rpc.calls`. A scoring
+job's scores are decoded by :mod:`mfr.ranking.wire`, the one codec of ``ProtocolScore``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from google.protobuf import json_format
 
 from mfr.common.v1 import types_pb2
 from mfr.embedder.v1 import embedder_pb2, embedder_pb2_grpc
-from mfr.ranker.v1 import ranker_pb2, ranker_pb2_grpc
+from mfr.ranking import wire
 from mfr.rpc.calls import Inflight, stream, unary
 from mfr.rpc.job_methods import STATE_NAME
 from mfr.scorer.v1 import scorer_pb2, scorer_pb2_grpc
@@ -140,7 +140,11 @@ class EmbedderClient(_JobClient):
 @dataclass
 class ScoringJob(_JobView):
     result: ObjectRef | None = None
-    scores: list = field(default_factory=list)  # ProtocolScore messages, for the ranker
+    scores: list = field(default_factory=list)  # ProtocolScore messages: see stored_scores
+
+    def stored_scores(self) -> dict[str, dict]:
+        """The scores in their stored form, by protocol id (InvalidInput: scores_invalid)."""
+        return {score.protocol_id: wire.from_proto(score) for score in self.scores}
 
     @classmethod
     def from_proto(cls, job: scorer_pb2.Job) -> ScoringJob:
@@ -161,27 +165,13 @@ class ScorerClient(_JobClient):
             features=_ref(features)), timeout=120, inflight=inflight)
 
 
-class RankerClient:
-    def __init__(self, channel: grpc.Channel, admin_token: str) -> None:
-        self.stub = ranker_pb2_grpc.RankerServiceStub(channel)
-        self.admin_token = admin_token  # the ranker records results only for its holders
-
-    def record_result(self, submission_id: str, scores: list, model_size_mb: float,
-                      latency_ms: float, *, inflight: Inflight) -> None:
-        unary("ranker", self.stub.RecordResult, ranker_pb2.RecordResultRequest(
-            submission_id=submission_id, scores=scores, model_size_mb=model_size_mb,
-            latency_ms=latency_ms), timeout=60, inflight=inflight,
-            metadata=(("authorization", f"Bearer {self.admin_token}"),))
-
-
 @dataclass
 class Peers:
     validator: ValidatorClient
     embedder: EmbedderClient
     scorer: ScorerClient
-    ranker: RankerClient
 
     @classmethod
-    def connect(cls, channels: dict[str, grpc.Channel], admin_token: str) -> Peers:
+    def connect(cls, channels: dict[str, grpc.Channel]) -> Peers:
         return cls(ValidatorClient(channels["validator"]), EmbedderClient(channels["embedder"]),
-                   ScorerClient(channels["scorer"]), RankerClient(channels["ranker"], admin_token))
+                   ScorerClient(channels["scorer"]))

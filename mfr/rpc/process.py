@@ -34,10 +34,10 @@ from typing import Any, Protocol, TypeVar
 from mfr.health import Readiness
 from mfr.logs import configure_logging, get_logger
 from mfr.rpc.server import GrpcServer
-from mfr.settings import ServiceSettings
+from mfr.settings import ProcessSettings
 
 log = get_logger("mfr.rpc.process")
-S = TypeVar("S", bound=ServiceSettings)
+S = TypeVar("S", bound=ProcessSettings)
 
 
 class Background(Protocol):
@@ -96,7 +96,7 @@ class _Stop:
         self.event.set()
 
 
-def run(name: str, settings: ServiceSettings, process: Process, ready_poll_s: float = 1.0) -> int:
+def run(name: str, settings: ProcessSettings, process: Process, ready_poll_s: float = 1.0) -> int:
     """Run until a signal (0) or until a background part dies on its own (1)."""
     stop = _Stop()
     signal.signal(signal.SIGTERM, stop)

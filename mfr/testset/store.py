@@ -89,20 +89,6 @@ def fetch_testset(store, testset_id: str, cache_dir: str | Path,
     return testset
 
 
-def resolve_testset(testset_id: str, store=None, cache_dir: str | Path | None = None,
-                    local: str | Path | None = None, shards: Iterable[int] | None = None,
-                    manifest: bool = True) -> TestSet:
-    """The test set with this id: the local folder when it is that one, else a fetched copy."""
-    if local and (Path(local) / INFO_NAME).exists():
-        testset = TestSet(local)
-        if testset.id == testset_id:
-            return testset
-    if store is None or cache_dir is None:
-        raise NotFound(f"test set {testset_id} is not available locally and there is no "
-                       "object store to fetch it from", code="testset_not_found")
-    return fetch_testset(store, testset_id, cache_dir, shards, manifest)
-
-
 def _ensure(store, bucket: str, testset_id: str, name: str, root: Path, sha256: str,
             size: int | None = None) -> None:
     path = root / name

@@ -1,4 +1,4 @@
-"""The dispatch loop: drives each submission through validator, embedder, scorer and ranker.
+"""The dispatch loop: drives each submission through validator, embedder and scorer.
 
 A process runs ``workers`` threads that claim submissions from PostgreSQL
 (:mod:`mfr.records.leases`) and run the stages (:mod:`services.dispatcher.stages`), a
@@ -22,6 +22,10 @@ A dispatcher that stops gracefully lets go of its claims without using up an
 attempt and without cancelling the jobs it follows: the next claim re-attaches
 to them (same job ids) and the submission ends as an undisturbed run would.
 
+Everything done for a claim runs with the submission's id and its upload's request
+id bound to the log context (:func:`trail`): each line the dispatcher writes names
+both, and each gRPC call forwards the request id (:mod:`mfr.rpc.calls`), so one grep
+follows the submission through every service (docs/operations.md).
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from __future__ import annotations
 import random
 import threading
 from dataclasses import dataclass
+
+from structlog.contextvars import bound_contextvars
 
 from mfr.db.pool import listening
 from mfr.errors import MfrError, Unavailable
@@ -45,6 +51,12 @@ log = get_logger("services.dispatcher")
 class Outcome:
     kind: str  # "done", "retry", "failed", "lost"
     reason: str = ""
+
+
+def trail(claim: Claim) -> dict[str, str]:
+    """What the log context carries while working for ``claim``. A row uploaded before
+    request ids were stored goes by its submission id: still one id for its whole path."""
+    return {"submission": claim.id, "request_id": claim.row.get("request_id") or claim.id}
 
 
 def backoff_s(attempt: int, base: float, cap: float) -> float:
@@ -81,6 +93,10 @@ class Dispatcher:
                 self.active.pop(claim.id, None)
 
     def _drive(self, claim: Claim) -> Outcome:
+        with bound_contextvars(**trail(claim)):
+            return self._drive_bound(claim)
+
+    def _drive_bound(self, claim: Claim) -> Outcome:
         log.info("driving", submission=claim.id, state=claim.state, run=claim.run,
                  attempt=claim.row["attempts"])
         try:
@@ -186,12 +202,16 @@ class Dispatcher:
             with self._lock:
                 claims = list(self.active.values())
             for claim in claims:
-                try:
-                    if not self.leases.renew(claim):
-                        log.info("lease lost", submission=claim.id)
-                        claim.let_go()
-                except Exception as exc:  # noqa: BLE001 - try again next beat
-                    log.warning("renew failed", submission=claim.id, error=str(exc))
+                with bound_contextvars(**trail(claim)):
+                    self._renew(claim)
+
+    def _renew(self, claim: Claim) -> None:
+        try:
+            if not self.leases.renew(claim):
+                log.info("lease lost", submission=claim.id)
+                claim.let_go()
+        except Exception as exc:  # noqa: BLE001 - try again next beat
+            log.warning("renew failed", submission=claim.id, error=str(exc))
 
     def _listen(self) -> None:
         while not self.stopping.is_set():

@@ -1,4 +1,4 @@
-"""The stages a submission goes through: validate, embed, score, record.
+"""The stages a submission goes through: validate, embed, score and record the result.
 
 Each stage starts from what PostgreSQL says (so a dispatcher that took over
 from a crashed one resumes where it stopped) and ends with one guarded state
@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import cached_property
 
+from mfr.challenge import Challenge, challenge_from_text
+from mfr.errors import InvalidInput
 from mfr.faults import is_model_fault
 from mfr.jobs import ENDED
 from mfr.logs import get_logger
+from mfr.records import results
 from mfr.records.leases import Claim, LeaseLost, Leases
 from mfr.rpc.calls import CallCancelled, Inflight, RemoteError
 from mfr.rpc.peers import Peers
@@ -54,6 +58,11 @@ class StageContext:
     challenge_toml: str
     testset_id: str
     validate_timeout_s: float = 1800.0
+
+    @cached_property
+    def challenge(self) -> Challenge:
+        """The served challenge, which checks a result's scores and weighs its ranking."""
+        return challenge_from_text(self.challenge_toml, "the served challenge")
 
 
 class Stages:
@@ -135,17 +144,14 @@ class Stages:
                               f"scoring failed: {job.error or 'no reason given'}")
         if job.state == "cancelled":
             raise PlatformFault("scoring_cancelled", "the scoring job was cancelled")
-        if job.result is not None:
-            ctx.leases.note(claim, result_key=job.result.key)
+        done = {"result_key": job.result.key} if job.result is not None else {}
         try:
-            ctx.peers.ranker.record_result(claim.id, job.scores,
-                                           claim.row.get("model_size_mb") or 0.0,
-                                           claim.row.get("latency_ms") or 0.0, inflight=inflight)
-        except RemoteError as err:
-            if err.status == "FAILED_PRECONDITION":
-                raise LeaseLost(claim.id) from None  # cancelled or re-run meanwhile
-            raise
-        claim.row = {**claim.row, "state": "scored"}
+            ranking = results.record(ctx.leases, claim, ctx.challenge, job.stored_scores(), **done)
+        except InvalidInput as err:  # our own scorer's answer does not fit: not the model's fault
+            raise PlatformFault(err.code, f"the scores could not be recorded: {err.message}") \
+                from None
+        log.info("scored", submission=claim.id, run=claim.run,
+                 ranking_score=None if ranking is None else float(ranking))
 
     def _follow(self, claim: Claim, inflight: Inflight, peer):
         """Watch the peer's job (embedding or scoring) until it ends, noting progress."""

@@ -28,11 +28,12 @@ class EmbedderSettings(ServiceSettings, ServiceTokenSettings, DatabaseSettings, 
 
     grpc_port: int = GRPC_PORTS["embedder"]
     metrics_port: int = METRICS_PORTS["embedder"]
-    #: A shard may take max(floor, factor x validated latency x images) seconds.
     embedder_deadline_factor: PositiveFloat = 20.0
+    """A shard may take max(floor, factor x validated latency x images) seconds: the factor."""
     embedder_deadline_floor_s: PositiveFloat = 600.0
-    #: WatchJob's polling period of PostgreSQL.
+    """The floor of a shard's deadline, in seconds."""
     embedder_watch_poll_s: PositiveFloat = 0.5
+    """WatchJob's polling period of PostgreSQL."""
 
 
 class EmbedderWorkerSettings(ServiceSettings, ServiceTokenSettings, DatabaseSettings, StorageSettings,
@@ -41,27 +42,33 @@ class EmbedderWorkerSettings(ServiceSettings, ServiceTokenSettings, DatabaseSett
 
     grpc_port: int = GRPC_PORTS["embedder-worker"]
     metrics_port: int = METRICS_PORTS["embedder-worker"]
-    #: Runtimes whose queues this worker drains, comma-separated; "auto": what it can run.
     embedder_runtimes: str = "auto"
-    #: CPU threads of the model's runtime; 0: the physical cores this process may use.
+    """Runtimes whose queues this worker drains, comma-separated; "auto": what it can run."""
     embedder_threads: int = Field(0, ge=0)
-    #: Models kept loaded (one child process each), least recently used dropped first.
+    """CPU threads of the model's runtime; 0: the physical cores this process may use."""
     embedder_cached_models: PositiveInt = 2
-    #: The model's process: address-space limit (CPU runtimes) and file-size limit.
+    """Models kept loaded (one child process each), least recently used dropped first."""
     embedder_memory_mb: PositiveInt = 8192
+    """The model's process: address-space limit, in MiB (CPU runtimes)."""
     embedder_file_mb: PositiveInt = 4096
-    #: A shard failing this many times (not the model's fault) fails its job (shard_failed).
+    """The model's process: file-size limit, in MiB."""
     embedder_attempts: PositiveInt = 3
+    """A shard failing this many times (not the model's fault) fails its job (shard_failed)."""
     embedder_retry_wait_s: int = Field(1, ge=0)
-    #: Queue worker timing: heartbeat, silence before a task is handed back, reaping, polling.
+    """Seconds before a failed shard runs again."""
     embedder_heartbeat_s: PositiveFloat = 10.0
+    """Worker heartbeat period."""
     embedder_stalled_s: PositiveFloat = 30.0
+    """Heartbeat silence after which a worker's task is handed back."""
     embedder_reap_every_s: PositiveFloat = 10.0
+    """How often each worker looks for tasks of stalled workers."""
     embedder_poll_s: PositiveFloat = 5.0
-    #: Test-only fault injection: wait this long after taking a shard, before embedding it ...
+    """Queue polling when no notification arrives (LISTEN/NOTIFY wakes workers at once)."""
     embedder_fault_shard_delay_s: float = Field(0.0, ge=0)
-    #: ... and raise in the step of the shard with this index ("*": every shard).
+    """Test-only fault injection: wait this long after taking a shard, before embedding it."""
     embedder_fault_fail_shard: str = ""
+    """Test-only fault injection: raise in the step of the shard with this index (``*``: every
+    shard)."""
 
     def threads(self) -> int:
         return self.embedder_threads or physical_cores()

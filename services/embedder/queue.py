@@ -37,13 +37,12 @@ class Deferrer(TaskDeferrer):
     def shards(self, conn: psycopg.Connection, job_id: str, runtime: str,
                shards: list[tuple[int, int]]) -> list[int]:
         """One task per (shard index, fair key); returns the task ids in the same order."""
-        return [self.app.configure_task(SHARD, queue=queue_name(runtime), priority=-fair_key,
-                                        connection=conn).defer(job_id=job_id, shard=index)
-                for index, fair_key in shards]
+        return [self.task(SHARD, conn, queue=queue_name(runtime), priority=-fair_key)
+                .defer(job_id=job_id, shard=index) for index, fair_key in shards]
 
     def assemble(self, conn: psycopg.Connection, job_id: str, runtime: str) -> int:
-        return self.app.configure_task(ASSEMBLE, queue=queue_name(runtime), connection=conn,
-                                       priority=ASSEMBLE_PRIORITY).defer(job_id=job_id)
+        return self.task(ASSEMBLE, conn, queue=queue_name(runtime),
+                         priority=ASSEMBLE_PRIORITY).defer(job_id=job_id)
 
 
 #: The autoscaling signal (mfr.queue_depth), reported by the embedder API and every worker.

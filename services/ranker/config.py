@@ -15,7 +15,7 @@ from mfr.settings import (
 
 class RankerSettings(ServiceSettings, ServiceTokenSettings, DatabaseSettings, ChallengeSettings,
                      AdminSettings):
-    """``MFR_ADMIN_TOKEN`` is required: RecordResult and private reads check it."""
+    """``MFR_ADMIN_TOKEN`` is required: private reads check it."""
 
     grpc_port: int = GRPC_PORTS["ranker"]
     metrics_port: int = METRICS_PORTS["ranker"]

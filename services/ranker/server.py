@@ -7,7 +7,6 @@ from mfr.db.pool import open_pool, ping
 from mfr.health import Readiness
 from mfr.ranker.v1 import ranker_pb2_grpc
 from mfr.records.boards import Leaderboards
-from mfr.records.results import Results
 from mfr.rpc.process import Process, serve
 from services.ranker.config import RankerSettings
 from services.ranker.servicer import RankerServicer
@@ -18,7 +17,7 @@ def build(settings: RankerSettings) -> Process:
     challenge = load_challenge(settings.challenge)
     pool = open_pool(settings, "ranker")
     boards = Leaderboards(pool, challenge)
-    servicer = RankerServicer(pool, boards, Results(pool, challenge, boards), BoardWatcher(boards),
+    servicer = RankerServicer(pool, boards, BoardWatcher(boards),
                               admin_token=settings.admin_token.get_secret_value())
     return Process(
         servicers=[(ranker_pb2_grpc.add_RankerServiceServicer_to_server, servicer,

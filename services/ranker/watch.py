@@ -4,6 +4,8 @@ Changes are announced by PostgreSQL (``NOTIFY mfr_leaderboard``, sent by the
 triggers of migration 0002 whoever writes: ranker, gateway or an organiser's
 SQL), so a watcher wakes at once without polling the board; a slow poll
 (``poll_s``) still catches what no trigger announces, e.g. the close passing.
+Watching only reads: the final board's snapshot, recorded at the close by the
+dispatcher (``services/dispatcher/closer.py``), is announced like any change.
 """
 
 from __future__ import annotations

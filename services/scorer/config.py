@@ -30,26 +30,27 @@ class ScorerSettings(ServiceSettings, ServiceTokenSettings, DatabaseSettings, St
 
     grpc_port: int = GRPC_PORTS["scorer"]
     metrics_port: int = METRICS_PORTS["scorer"]
-    #: WatchJob's polling period of PostgreSQL.
     scorer_watch_poll_s: float = Field(0.5, gt=0)
+    """WatchJob's polling period of PostgreSQL."""
 
 
 class ScorerTuning(Env):
     """How a worker cuts and retries the work (what the plan, tile and merge steps read)."""
 
-    #: Rows and columns per impostor tile of the grid (the engine's measured default).
     scorer_tile_size: int = Field(TILE_SIZE, ge=1)
-    #: A tile (or a plan or merge step) that fails this many times fails its job.
+    """Rows and columns per impostor tile of the grid (the engine's measured default)."""
     scorer_attempts: int = Field(3, ge=1)
-    #: Keep the tile partials of a finished job (default: deleted once the result is written).
+    """A tile (or a plan or merge step) that fails this many times fails its job."""
     scorer_keep_partials: bool = False
-    #: Floor tuning, FloorSettings fields as JSON (engine defaults when empty):
-    #: candidate memory versus retry rounds. Estimated ROC points depend on it.
+    """Keep the tile partials of a finished job (default: deleted once the result is written)."""
     scorer_floors: dict[str, int] = Field(default_factory=dict)
-    #: Test-only fault injection: sleep this long at the start of every tile step ...
+    """Floor tuning, FloorSettings fields as JSON (engine defaults when empty): candidate
+    memory versus retry rounds. Estimated ROC points depend on it."""
     scorer_fault_tile_delay_s: float = 0.0
-    #: ... and raise in the step of the tile with this key ("*": every tile).
+    """Test-only fault injection: sleep this long at the start of every tile step."""
     scorer_fault_fail_tile: str = ""
+    """Test-only fault injection: raise in the step of the tile with this key (``*``: every
+    tile)."""
 
     @field_validator("scorer_floors")
     @classmethod
@@ -70,27 +71,28 @@ class ScorerWorkerSettings(ServiceSettings, ServiceTokenSettings, DatabaseSettin
 
     grpc_port: int = GRPC_PORTS["scorer-worker"]
     metrics_port: int = METRICS_PORTS["scorer-worker"]
-    #: ``auto`` (GPU when torch sees CUDA), ``cpu`` or ``gpu``.
     scorer_backend: str = "auto"
-    #: Candidate-search precision of the CPU backend: ``auto`` (int8 when its kernel
-    #: proves exact), ``int8`` or ``fp32``. No reported number depends on it.
+    """Scoring backend: ``auto`` (GPU when torch sees CUDA), ``cpu`` or ``gpu``."""
     scorer_precision: str = "auto"
-    #: BLAS threads of one worker; 0: the cores this process may use (cgroup-aware).
+    """Candidate-search precision of the CPU backend: ``auto`` (int8 when its kernel
+    proves exact), ``int8`` or ``fp32``. No reported number depends on it."""
     scorer_threads: int = Field(0, ge=0)
-    #: Seconds before a failed task runs again.
+    """BLAS threads of one worker; 0: the cores this process may use (cgroup-aware)."""
     scorer_retry_wait_s: int = Field(1, ge=0)
-    #: A plan, tile or merge step still running after this long is abandoned and retried
-    #: (counted as a failure), even while its worker's heartbeat goes on.
+    """Seconds before a failed task runs again."""
     scorer_task_deadline_s: float = Field(3600.0, gt=0)
-    #: Worker heartbeat period, and the silence after which its task is retried.
+    """A plan, tile or merge step still running after this long is abandoned and retried
+    (counted as a failure), even while its worker's heartbeat goes on."""
     scorer_heartbeat_s: float = Field(10.0, gt=0)
+    """Worker heartbeat period."""
     scorer_stalled_s: float = Field(30.0, gt=0)
-    #: How often each worker looks for tasks of stalled workers.
+    """Heartbeat silence after which a worker's task is retried."""
     scorer_reap_every_s: float = Field(10.0, gt=0)
-    #: Queue polling when no notification arrives (LISTEN/NOTIFY wakes workers at once).
+    """How often each worker looks for tasks of stalled workers."""
     scorer_poll_s: float = Field(5.0, gt=0)
-    #: Jobs whose normalised features a worker keeps in memory.
+    """Queue polling when no notification arrives (LISTEN/NOTIFY wakes workers at once)."""
     scorer_cached_jobs: int = Field(2, ge=1)
+    """Jobs whose normalised features a worker keeps in memory."""
 
     def blas_threads(self) -> int:
         return self.scorer_threads or usable_cpus()

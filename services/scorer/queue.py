@@ -43,7 +43,7 @@ class Deferrer(TaskDeferrer):
 
     def _configure(self, task: str, conn: psycopg.Connection, **options: Any):
         options.setdefault("priority", PRIORITY[task])
-        return self.app.configure_task(task, queue=QUEUE, connection=conn, **options)
+        return self.task(task, conn, queue=QUEUE, **options)
 
     def plan(self, conn: psycopg.Connection, job_id: str) -> int:
         return self._configure(PLAN, conn, lock=coordination_lock(job_id)).defer(job_id=job_id)

@@ -7,27 +7,23 @@ One flat JSON object per protocol, whatever its kind (DESIGN.md sections 3, 3.1)
   ``pairs`` with ``metric = "accuracy"``: ``accuracy, accuracy_std,
   fold_accuracies, thresholds, pairs``; ``identification``: ``tpir, fnir,
   rank1, threshold, mated, nonmated, hits, nonmated_accepted``);
-- what the service adds (:data:`SERVICE_FIELDS`): ``kind``, ``rate`` (``tar``,
-  ``accuracy`` or ``tpir``), ``rate_exact`` ("p/q", what ranks), and for TAR
-  kinds ``tar_exact``, the ROC points, ``rounds`` and ``candidates``.
+- what the service adds: ``kind``, ``rate`` (``tar``, ``accuracy`` or ``tpir``),
+  ``rate_exact`` ("p/q", what ranks), and for TAR kinds ``tar_exact``, the ROC
+  points, ``rounds`` and ``candidates``.
 
 These objects are a round's proven results (scoring_rounds.results), the job's
-scores (scoring_jobs.scores), the result JSON's protocols and, through
-``services.scorer.servicer.protocol_score``, the Job message's ProtocolScores.
+scores (scoring_jobs.scores), the result JSON's protocols and, encoded by
+:mod:`mfr.ranking.wire`, the Job message's ProtocolScores. The ranking score is
+:func:`mfr.ranking.scores.exact_ranking` of them, as everywhere else.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from fractions import Fraction
 
 from mfr.challenge import Challenge
+from mfr.ranking.scores import fraction_text
 from services.scorer.engine import ProtocolResult, rate_of, result_json, roc_json
-
-#: Keys of a stored score that ``mfr score --json`` does not report (protocol_id: the
-#: job's scores list names each entry).
-SERVICE_FIELDS = frozenset({"protocol_id", "kind", "rate", "rate_exact", "tar_exact", "roc",
-                            "rounds", "candidates"})
 
 
 def score_entry(result) -> dict:
@@ -43,20 +39,9 @@ def score_entry(result) -> dict:
     elif protocol.rate == "tpir":
         rate_exact = f"{result.hits}/{result.mated}"
     else:
-        rate = rate_of(result)
-        rate_exact = f"{rate.numerator}/{rate.denominator}"
+        rate_exact = fraction_text(rate_of(result))
     entry.update(kind=protocol.kind, rate=protocol.rate, rate_exact=rate_exact)
     return entry
-
-
-def offline_fields(entry: Mapping) -> dict:
-    """The ``mfr score --json`` fields of a stored score (its kind's, nothing else)."""
-    return {key: value for key, value in entry.items() if key not in SERVICE_FIELDS}
-
-
-def rate_exact(entry: Mapping) -> Fraction:
-    """The exact rate a stored score ranks by (scores stored before the kinds: its TAR)."""
-    return Fraction(entry.get("rate_exact") or entry["tar_exact"])
 
 
 def in_challenge_order(challenge: Challenge, *parts: Mapping[str, dict]) -> dict[str, dict]:
@@ -68,9 +53,4 @@ def in_challenge_order(challenge: Challenge, *parts: Mapping[str, dict]) -> dict
     if missing:
         raise RuntimeError(f"no result for protocols {', '.join(missing)}")
     return {p.id: merged[p.id] for p in challenge.protocols}
-
-
-def ranking_of(challenge: Challenge, scores: Mapping[str, Mapping]) -> Fraction | None:
-    """The exact ranking score from the stored scores' exact rates."""
-    return challenge.ranking_score({pid: rate_exact(s) for pid, s in scores.items()})
 

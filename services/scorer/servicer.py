@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import json
-
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from mfr.common.v1 import types_pb2
+from mfr.ranking import wire
 from mfr.rpc.job_methods import STATE_OF, JobMethods
 from mfr.scorer.v1 import scorer_pb2, scorer_pb2_grpc
 from services.scorer.control import JobControl
 from services.scorer.jobs import JobRequest, JobView
-from services.scorer.scores import offline_fields
 
 #: What a person reads for the stages that are not "scoring"/"merging" round r.
 STAGE_TEXT = {"listed": "scoring pair lists, templates and 1:N"}
@@ -55,7 +53,7 @@ def job_message(view: JobView) -> scorer_pb2.Job:
                                     pairs_per_second=pairs_rate),
         error=row["error"] or "", error_code=row["error_code"] or "")
     for score in row["scores"] or []:
-        job.scores.append(protocol_score(score))
+        job.scores.append(wire.to_proto(score["protocol_id"], score))
     if row["ranking_score"] is not None:
         job.ranking_score = row["ranking_score"]
     if row["result_key"]:
@@ -64,27 +62,3 @@ def job_message(view: JobView) -> scorer_pb2.Job:
                                                 size=row["result_size"] or 0))
     return job
 
-
-def _threshold(value: float | None) -> float:
-    return float("-inf") if value is None else value  # JSON null: accept every finite score
-
-
-def protocol_score(score: dict) -> types_pb2.ProtocolScore:
-    """A stored score (services/scorer/scores.py) as the wire's ProtocolScore: kind, rate,
-    rate_exact and result_json always; the TAR fields and ROC for TAR kinds (scores stored
-    before the other kinds have no ``rate``: TAR)."""
-    rate = score.get("rate", "tar")
-    message = types_pb2.ProtocolScore(
-        protocol_id=score["protocol_id"], kind=score.get("kind", ""), rate=rate,
-        rate_exact=score.get("rate_exact") or score["tar_exact"],
-        result_json=json.dumps(offline_fields(score)))
-    if rate == "tar":
-        message.MergeFrom(types_pb2.ProtocolScore(
-            tar=score["tar"], far=score["far"], threshold=_threshold(score["threshold"]),
-            genuine=score["genuine"], impostor=score["impostor"],
-            genuine_accepted=score["genuine_accepted"],
-            impostors_accepted=score["impostors_accepted"], tar_exact=score["tar_exact"],
-            roc=[types_pb2.RocPoint(far=p["far"], tar=p["tar"],
-                                    threshold=_threshold(p["threshold"]), exact=p["exact"])
-                 for p in score["roc"]]))
-    return message

@@ -29,16 +29,26 @@ class ModelCheckSettings(CacheSettings, ConfinementSettings):
     """``MFR_CACHE_DIR`` holds the latency reference; ``MFR_LATENCY_FACTOR`` pins the factor."""
 
     latency_factor: PositiveFloat | None = None
+    """How much slower this machine is than the V100 of the latency limits, which are
+    multiplied by it (unset: measured once and kept in the cache directory)."""
     validator_memory_mb: PositiveInt = 6144
-    # The ceiling of every validation's time budget (services/validator/budget.py).
+    """Memory limit of the model's process, in MiB."""
     validator_timeout_s: PositiveFloat = 900.0
-    validator_min_timeout_s: PositiveFloat = 30.0  # the budget's floor
+    """The ceiling of every validation's time budget (services/validator/budget.py)."""
+    validator_min_timeout_s: PositiveFloat = 30.0
+    """The floor of every validation's time budget."""
     validator_time_safety: float = Field(default=3.0, ge=1.0)
-    validator_concurrency: NonNegativeInt = 0  # 0: from the machine (sandbox.py)
-    validator_waiting: NonNegativeInt | None = None  # None: as many as run at once
-    validator_threads: NonNegativeInt = 0  # 0: the usable CPUs // concurrency, at most 8
-    # "auto": CUDA when this onnxruntime has it and a GPU is here, else CPU; or a list.
+    """The time budget is this factor times the expected time of the checks."""
+    validator_concurrency: NonNegativeInt = 0
+    """Validations run at once (0: the usable CPUs // 4, at least 2, at most 8)."""
+    validator_waiting: NonNegativeInt | None = None
+    """Validations that may wait for a turn (unset: as many as run at once); more are
+    refused with ``validator_busy``."""
+    validator_threads: NonNegativeInt = 0
+    """onnxruntime threads of one validation (0: the usable CPUs // concurrency, at most 8)."""
     validator_providers: str = "auto"
+    """onnxruntime providers, comma-separated; ``auto``: CUDA when this onnxruntime has it
+    and a GPU is here, else CPU."""
 
     def providers(self) -> tuple[str, ...]:
         if self.validator_providers != "auto":

@@ -6,7 +6,7 @@ import grpc
 
 from mfr.challenge import Challenge, challenge_from_text
 from mfr.common.v1 import types_pb2
-from mfr.modelcheck.report import Finding, ValidationReport
+from mfr.modelcheck.report import ValidationReport
 from mfr.storage import ObjectRef, ObjectStore
 from mfr.validator.v1 import validator_pb2, validator_pb2_grpc
 from services.validator.fetch import validate_stored
@@ -28,25 +28,6 @@ def report_to_proto(report: ValidationReport) -> types_pb2.ValidationReport:
         latency_factor=report.latency_factor,
         track_id=report.track,
         model_sha256=report.model_sha256,
-    )
-
-
-def report_from_proto(proto: types_pb2.ValidationReport) -> ValidationReport:
-    """The domain report (``.to_json()`` is what ``mfr validate --json`` prints)."""
-    return ValidationReport(
-        ok=proto.ok,
-        errors=[Finding(f.code, f.message) for f in proto.errors],
-        warnings=[Finding(f.code, f.message) for f in proto.warnings],
-        feature_dim=proto.feature_dim,
-        model_size_mb=proto.model_size_mb,
-        latency_ms=proto.latency_ms,
-        latency_limit_ms=proto.latency_limit_ms,
-        input_mean=proto.input_mean,
-        input_std=proto.input_std,
-        device=proto.device,
-        latency_factor=proto.latency_factor,
-        track=proto.track_id,
-        model_sha256=proto.model_sha256,
     )
 
 

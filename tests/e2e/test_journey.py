@@ -36,6 +36,7 @@ class Journey:
     env: dict[str, str]
     ranker_addr: str
     service_token: str  # internal gRPC calls (the ranker's)
+    logs: Path  # one file per process, as `mfr up` writes them
 
     def at(self, when: datetime) -> None:
         self.clock_file.write_text(when.isoformat())
@@ -88,7 +89,7 @@ def journey(tmp_path_factory, baseline_models):
         addresses = stack.start()
         yield Journey(addresses["gateway"], stack.env["MFR_ADMIN_TOKEN"], clock_file, models,
                       {"MFR_CONFIG_DIR": str(root / "config")}, stack.env["MFR_RANKER_ADDR"],
-                      stack.env["MFR_SERVICE_TOKEN"])
+                      stack.env["MFR_SERVICE_TOKEN"], root / "state" / "logs")
     finally:
         stack.stop()
 
@@ -205,3 +206,37 @@ def test_ranker_grpc_mirrors_the_http_board(journey):
         [e["submission_id"] for e in http_board["entries"]]
     assert [e.organisation_hidden for e in board.entries] == \
         [e["organisation"] is None for e in http_board["entries"]]
+
+
+# Where the trail of one submission must show, and a line of each that names what was done.
+TRAIL = {"gateway": {"submission queued"}, "dispatcher": {"driving"}, "validator": {"rpc"},
+         "embedder": {"job submitted"}, "embedder-worker-*": {"shard embedded", "features written"},
+         "scorer": {"job submitted"}, "scorer-worker-*": {"job planned", "job done"}}
+
+
+def test_one_request_id_follows_a_submission_through_every_process(journey):
+    """What an operator does (docs/operations.md, "Following one submission"): take the
+    upload's X-Request-Id and grep the stack's logs for it."""
+    import httpx
+
+    j = journey
+    j.at(NOW)
+    token = j.client().signup("Eve", "Trail Lab")["token"]
+    request_id = f"e2e-trail-{os.getpid()}"
+    model = j.models["synth-lda-100"]
+    reply = httpx.post(f"{j.url}/v1/submissions", timeout=120, data={"track": "A"},
+                       files={"file": (model.name, model.read_bytes(), "application/zip")},
+                       headers={"Authorization": f"Bearer {token}", "X-Request-Id": request_id})
+    assert reply.status_code == 202, reply.text
+    assert reply.headers["X-Request-Id"] == request_id
+    final = _wait_final(j.client(token), reply.json()["id"])
+    assert final["state"] == "scored" and final["request_id"] == request_id
+    for pattern, events in TRAIL.items():
+        files = sorted(j.logs.glob(f"{pattern}.log"))
+        assert files, f"no log file {pattern}.log in {sorted(p.name for p in j.logs.iterdir())}"
+        grepped = [line for f in files for line in f.read_text(errors="replace").splitlines()
+                   if request_id in line]
+        assert grepped, f"{request_id} is in no line of {[f.name for f in files]}"
+        structured = [json.loads(line) for line in grepped if line.startswith("{")]
+        named = {e["event"] for e in structured if e.get("request_id") == request_id}
+        assert events <= named, (pattern, named)

@@ -28,14 +28,15 @@ def machine_cache_is_warm():
     """Per-machine work `mfr up` does once, not on every start: the validator's latency
     reference (about 30 s on a 2-core CPU) and the default synthetic test set. The time
     is for a start on a machine that has done it, so do it here, outside the timing."""
-    from cli.stack.testsets import cache_dir, default_testset
+    from cli.stack.testsets import default_testset
+    from mfr.settings import CacheSettings
 
     default_testset()
     from services.validator.config import ModelCheckSettings
     from services.validator.validator import Validator
 
     settings = ModelCheckSettings()
-    Validator.create(cache_dir(), latency_factor=settings.latency_factor,
+    Validator.create(CacheSettings().cache_dir, latency_factor=settings.latency_factor,
                      options=settings.options()).latency_scale()
 
 

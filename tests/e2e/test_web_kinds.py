@@ -27,19 +27,18 @@ def site(db_pool, object_store):
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"{CHROMIUM} is missing: run `bash scripts/test-prereqs.sh` (as root)")
     from gateway.app import create_app
-    from mfr.records.boards import Leaderboards
-    from mfr.records.results import Results
+    from tests.journey_support import record_result
 
     challenge = kinds_challenge()
     clock = FakeClock(T0 + timedelta(days=2))
-    results = Results(db_pool, challenge, Leaderboards(db_pool, challenge, clock))
     ids = {}
     with db_pool.connection() as conn:
         for minutes, (name, lfw, hits) in enumerate([("Ann", LFW, 7), ("Bob", [600] * 10, 9)]):
             pid, _ = add_participant(conn, name, "Lab")
             sid = add_submission(conn, pid, created_at=T0 + timedelta(minutes=minutes))
-            results.record(sid, {**built_in_scores((9, 10), (5, 10)), "lfw": accuracy_result(lfw),
-                                 "mr-1n": identification_result(hits, 9)})
+            record_result(db_pool, challenge, sid, {
+                **built_in_scores((9, 10), (5, 10)), "lfw": accuracy_result(lfw),
+                "mr-1n": identification_result(hits, 9)})
             ids[name] = sid
     app = create_app(db_pool, object_store, challenge, clock=clock, admin_token="x")
     with ServerThread(app) as server:

@@ -18,6 +18,7 @@ from tests.journey_support import (
     add_submission,
     built_in_scores,
     gateway_app,
+    record_result,
 )
 
 pytestmark = pytest.mark.e2e
@@ -33,7 +34,7 @@ def site(db_pool, object_store):
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"{CHROMIUM} is missing: run `bash scripts/test-prereqs.sh` (as root) to "
                     "install Debian's chromium for the browser test")
-    app, results, _ = gateway_app(db_pool, object_store, T0 + timedelta(days=2), "x")
+    app, challenge, _ = gateway_app(db_pool, object_store, T0 + timedelta(days=2), "x")
     rows = [("Ann", "Open Lab", False, False, (7, 10), (80, 100)),
             ("Bob", "Secret Corp", True, False, (9, 10), (75, 100)),
             ("R50 (MS1MV3)", "organisers", False, True, (64, 100), (81, 100)),
@@ -51,8 +52,8 @@ def site(db_pool, object_store):
                           Jsonb({"name": "onnxruntime-cpu", "version": "onnxruntime 1.32.0",
                                  "device": "CPU, 2 threads", "batch_size": 32}), sid))
             conn.commit()
-            results.record(sid, built_in_scores(mask, mr), model_size_mb=91.658 + minutes,
-                           latency_ms=1.856 + minutes)
+            record_result(db_pool, challenge, sid, built_in_scores(mask, mr),
+                          model_size_mb=91.658 + minutes, latency_ms=1.856 + minutes)
             ids[name] = (sid, token, pid)
         rejected = add_submission(conn, ids["Cat"][2], state="rejected")
         conn.execute("UPDATE submissions SET validation = %s WHERE id = %s", (Jsonb({

@@ -9,6 +9,7 @@ import time
 from mfr.common.v1 import types_pb2
 from mfr.embedder.v1 import embedder_pb2, embedder_pb2_grpc
 from mfr.errors import Unavailable
+from mfr.ranking import wire
 from mfr.scorer.v1 import scorer_pb2, scorer_pb2_grpc
 from mfr.validator.v1 import validator_pb2, validator_pb2_grpc
 from tests.journey_support import built_in_scores
@@ -77,22 +78,30 @@ class FakeScorer(scorer_pb2_grpc.ScorerServiceServicer):
         self.jobs: dict[str, scorer_pb2.SubmitJobRequest] = {}
         self.fail: list[str] = []  # each new job fails with the next code, while any are left
         self.failed: dict[str, str] = {}
+        self.junk = 0  # this many jobs end done with a result that does not fit the challenge
 
     def SubmitJob(self, request, context):
-        if request.job_id not in self.jobs and self.fail:
+        if request.job_id not in self.jobs and self.junk:
+            self.junk -= 1
+            self.failed[request.job_id] = "junk"
+        elif request.job_id not in self.jobs and self.fail:
             self.failed[request.job_id] = self.fail.pop(0)
         self.jobs.setdefault(request.job_id, request)
         return scorer_pb2.Job(job_id=request.job_id, state=types_pb2.JOB_STATE_QUEUED)
 
     def _done(self, job_id):
+        if self.failed.get(job_id) == "junk":  # an accuracy result for the TAR protocol mask
+            job = scorer_pb2.Job(job_id=job_id, state=types_pb2.JOB_STATE_DONE)
+            job.scores.add(protocol_id="mask", kind="cross", rate="tar", rate_exact="1/2",
+                           accuracy={"accuracy": 0.5, "pairs": 2})
+            return job
         if job_id in self.failed:
             return scorer_pb2.Job(job_id=job_id, state=types_pb2.JOB_STATE_FAILED,
                                   error=f"it went wrong ({self.failed[job_id]})",
                                   error_code=self.failed[job_id])
         job = scorer_pb2.Job(job_id=job_id, state=types_pb2.JOB_STATE_DONE)
-        for pid, s in built_in_scores((3, 4), (1, 2)).items():
-            roc = [types_pb2.RocPoint(**p) for p in s.pop("roc")]
-            job.scores.append(types_pb2.ProtocolScore(protocol_id=pid, roc=roc, **s))
+        for pid, score in built_in_scores((3, 4), (1, 2)).items():
+            job.scores.append(wire.to_proto(pid, score))
         return job
 
     def WatchJob(self, request, context):

@@ -1,7 +1,7 @@
 """The dispatcher on the real PostgreSQL and S3, against the gRPC contracts of its peers.
 
-The ranker is the real servicer; validator, embedder and scorer are small
-in-process stand-ins that speak their protos exactly (the real services are
+Results are recorded by the dispatcher itself (no ranker call); validator,
+embedder and scorer are small in-process stand-ins that speak their protos exactly (the real services are
 exercised by tests/e2e/test_journey.py when they exist), so these tests can
 make a peer fail, stall or crash on purpose.
 """
@@ -15,11 +15,9 @@ import pytest
 
 from mfr.challenge import load_challenge, served_challenge
 from mfr.embedder.v1 import embedder_pb2_grpc
-from mfr.ranker.v1 import ranker_pb2_grpc
 from mfr.records import lifecycle
 from mfr.records.boards import Leaderboards
 from mfr.records.leases import Leases
-from mfr.records.results import Results
 from mfr.rpc.client import channel
 from mfr.rpc.peers import Peers
 from mfr.scorer.v1 import scorer_pb2_grpc
@@ -27,8 +25,6 @@ from mfr.validator.v1 import validator_pb2_grpc
 from services.dispatcher.config import DispatchTuning
 from services.dispatcher.dispatcher import Dispatcher
 from services.dispatcher.stages import StageContext, Stages
-from services.ranker.servicer import RankerServicer
-from services.ranker.watch import BoardWatcher
 from tests.integration.dispatcher_support import FakeEmbedder, FakeScorer, FakeValidator
 from tests.journey_support import add_participant, add_submission
 from tests.rpc_support import SERVICE_TOKEN, serving
@@ -39,19 +35,13 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def rig(db_pool, object_store):
-    challenge = load_challenge()
-    boards = Leaderboards(db_pool, challenge)
     fakes = {"validator": FakeValidator(), "embedder": FakeEmbedder(), "scorer": FakeScorer()}
-    ranker = RankerServicer(db_pool, boards, Results(db_pool, challenge, boards),
-                            BoardWatcher(boards), admin_token="dispatch-token")
     with serving((validator_pb2_grpc.add_ValidatorServiceServicer_to_server, fakes["validator"],
                   "mfr.validator.v1.ValidatorService"),
                  (embedder_pb2_grpc.add_EmbedderServiceServicer_to_server, fakes["embedder"],
                   "mfr.embedder.v1.EmbedderService"),
                  (scorer_pb2_grpc.add_ScorerServiceServicer_to_server, fakes["scorer"],
                   "mfr.scorer.v1.ScorerService"),
-                 (ranker_pb2_grpc.add_RankerServiceServicer_to_server, ranker,
-                  "mfr.ranker.v1.RankerService"),
                  name="peers-test", max_workers=16) as server:
         ch = channel(f"127.0.0.1:{server.port}", SERVICE_TOKEN)
         yield _dispatcher_factory(db_pool, object_store, ch), fakes, db_pool
@@ -59,8 +49,7 @@ def rig(db_pool, object_store):
 
 
 def _dispatcher_factory(db_pool, object_store, ch):
-    peers = Peers.connect({name: ch for name in ("validator", "embedder", "scorer", "ranker")},
-                          admin_token="dispatch-token")
+    peers = Peers.connect({name: ch for name in ("validator", "embedder", "scorer")})
 
     def make(owner="dispatcher-1", **overrides):
         tuning = {"lease_s": 5.0, "poll_s": 0.1, "max_attempts": 4, "backoff_base_s": 0.01,
@@ -186,6 +175,24 @@ def test_a_platform_fault_is_retried_with_a_new_job_and_costs_nothing(rig):
     assert row["state"] == "scored" and row["retries"] == 2
     assert row["ranking_exact"] == "9/16"
     assert row["attempts"] == 1  # platform retries do not use up the transient attempts
+
+
+def test_a_result_that_does_not_fit_the_challenge_is_our_fault_and_retried(rig):
+    make, fakes, pool = rig
+    fakes["scorer"].junk = 1
+    sid = _queued(pool)
+    outcomes = _drain(make())
+    assert [o.kind for o in outcomes] == ["retry", "done"]
+    assert outcomes[0].reason.startswith("the scores could not be recorded: score of protocol "
+                                         "'mask': a cross protocol sends a 'tar' result")
+    row = _row(pool, sid)
+    assert row["state"] == "scored" and row["retries"] == 1 and row["ranking_exact"] == "9/16"
+    assert list(fakes["scorer"].jobs) == [sid, f"{sid}-retry1"]
+    with pool.connection() as conn:
+        notes = [e["detail"]["reason"] for e in conn.execute(
+            "SELECT detail FROM submission_events WHERE submission_id = %s"
+            " AND detail ? 'platform_retry'", (sid,))]
+    assert len(notes) == 1 and notes[0].startswith("scores_invalid: ")
 
 
 def test_a_platform_fault_that_persists_fails_and_gives_the_slot_back(rig):

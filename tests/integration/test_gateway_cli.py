@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
+import structlog
 from click.testing import CliRunner
 
 from cli.main import cli
 from gateway.app import create_app
-from mfr.records.boards import Leaderboards
-from mfr.records.results import Results
 from tests.journey_support import (
     T0,
     FakeClock,
@@ -18,6 +18,7 @@ from tests.journey_support import (
     built_in_scores,
     make_challenge,
     model_zip,
+    record_result,
 )
 
 pytestmark = pytest.mark.integration
@@ -26,16 +27,20 @@ ADMIN = "cli-admin-token"
 
 @pytest.fixture
 def cli_env(db_pool, object_store, tmp_path, monkeypatch):
+    # The gateway runs in this process: its log lines go to stderr, not into the command
+    # output the tests parse (CliRunner captures stdout, where bare structlog prints).
+    saved = structlog.get_config()
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.__stderr__))
     challenge = make_challenge(max_model_mb=2)
     clock = FakeClock(T0)
     app = create_app(db_pool, object_store, challenge, clock=clock, admin_token=ADMIN)
-    boards = Leaderboards(db_pool, challenge, clock)
     with ServerThread(app) as server:
         monkeypatch.setenv("MFR_GATEWAY", server.url)
         monkeypatch.setenv("MFR_CONFIG_DIR", str(tmp_path / "config"))
         monkeypatch.delenv("MFR_TOKEN", raising=False)
         monkeypatch.delenv("MFR_ADMIN_TOKEN", raising=False)
-        yield CliRunner(), Results(db_pool, challenge, boards), db_pool, tmp_path
+        yield CliRunner(), challenge, db_pool, tmp_path
+    structlog.configure(**saved)
 
 
 def run(runner, *args, ok=True):
@@ -46,7 +51,7 @@ def run(runner, *args, ok=True):
 
 
 def test_participant_commands(cli_env):
-    runner, results, pool, tmp = cli_env
+    runner, challenge, pool, tmp = cli_env
     created = json.loads(run(runner, "signup", "--name", "Ann", "--organisation", "Lab",
                              "--hide-organisation", "--json").output)
     assert set(created) == {"id", "token"}
@@ -74,7 +79,7 @@ def test_participant_commands(cli_env):
     # Score it (as the dispatcher and ranker would), then read it back.
     with pool.connection() as conn:
         conn.execute("UPDATE submissions SET state = 'scoring' WHERE id = %s", (queued["id"],))
-    results.record(queued["id"], built_in_scores((7, 10), (8, 10)), 1.0, 2.0)
+    record_result(pool, challenge, queued["id"], built_in_scores((7, 10), (8, 10)), 1.0, 2.0)
     one = run(runner, "status", queued["id"]).output
     assert "77.500" in one and "mask" in one
     board = json.loads(run(runner, "leaderboard", "--track", "A", "--json").output)
@@ -92,7 +97,7 @@ def test_participant_commands(cli_env):
 
 
 def test_organiser_commands(cli_env, monkeypatch):
-    runner, results, pool, tmp = cli_env
+    runner, challenge, pool, tmp = cli_env
     assert "no organisers' token" in run(runner, "admin", "--state-dir", str(tmp / "none"),
                                          "queue", ok=False).output
     monkeypatch.setenv("MFR_ADMIN_TOKEN", ADMIN)
@@ -111,7 +116,7 @@ def test_organiser_commands(cli_env, monkeypatch):
     second = queue[1]["id"]
     with pool.connection() as conn:
         conn.execute("UPDATE submissions SET state = 'scoring' WHERE id = %s", (second,))
-    results.record(second, built_in_scores((1, 2), (1, 2)), 91.7, 1.9)
+    record_result(pool, challenge, second, built_in_scores((1, 2), (1, 2)), 91.7, 1.9)
     csv_text = run(runner, "admin", "export", "--track", "A").output
     assert csv_text.startswith("rank,participant,organisation") and "MFR" not in csv_text
     assert second in csv_text

@@ -2,8 +2,8 @@
 
 A challenge with every kind (built-in plus MFR-Ongoing's protocols), ranked by
 0.25 Mask + 0.25 MR-All + 0.25 LFW accuracy + 0.25 MR 1:N TPIR, on the real
-PostgreSQL; results arrive as the scorer sends them (ProtocolScore with kind,
-rate, rate_exact and result_json).
+PostgreSQL; results are recorded as the dispatcher records them: through the
+wire codec (one typed result per kind), under the submission's lease.
 """
 
 from __future__ import annotations
@@ -11,16 +11,13 @@ from __future__ import annotations
 from datetime import timedelta
 from fractions import Fraction
 
-import grpc
 import httpx
 import pytest
 
-from mfr.common.v1 import types_pb2
+from mfr.errors import InvalidInput
 from mfr.ranker.v1 import ranker_pb2, ranker_pb2_grpc
 from mfr.records.boards import Leaderboards
-from mfr.records.results import Results
 from mfr.rpc.client import channel
-from mfr.rpc.interceptors import error_code_of
 from services.ranker.servicer import RankerServicer
 from services.ranker.watch import BoardWatcher
 from tests.journey_support import (
@@ -30,10 +27,10 @@ from tests.journey_support import (
     add_participant,
     add_submission,
     built_in_scores,
+    record_result,
 )
 from tests.kinds_support import (
     accuracy_result,
-    as_result_json,
     identification_result,
     kinds_challenge,
 )
@@ -52,39 +49,23 @@ def world(db_pool, object_store):
     challenge = kinds_challenge()
     clock = FakeClock(T0 + timedelta(days=1))
     boards = Leaderboards(db_pool, challenge, clock)
-    servicer = RankerServicer(db_pool, boards, Results(db_pool, challenge, boards),
-                              BoardWatcher(boards, poll_s=30, tick_s=0.1), admin_token=ADMIN)
+    servicer = RankerServicer(db_pool, boards, BoardWatcher(boards, poll_s=30, tick_s=0.1),
+                              admin_token=ADMIN)
     app = create_app(db_pool, object_store, challenge, clock=clock, admin_token=ADMIN)
     with serving((ranker_pb2_grpc.add_RankerServiceServicer_to_server, servicer,
                   "mfr.ranker.v1.RankerService"), name="ranker-kinds") as server, \
             ServerThread(app) as web, httpx.Client(base_url=web.url, timeout=30) as client:
         ch = channel(f"127.0.0.1:{server.port}", SERVICE_TOKEN)
-        yield ranker_pb2_grpc.RankerServiceStub(ch), client
+        yield ranker_pb2_grpc.RankerServiceStub(ch), client, challenge
         ch.close()
 
 
-def _proto(pid: str, result: dict) -> types_pb2.ProtocolScore:
-    """As the scorer sends a result: TAR fields for TAR kinds, else rate_exact + result_json."""
-    if result.get("rate") not in ("accuracy", "tpir"):
-        fields = {k: v for k, v in result.items() if k != "roc"}
-        roc = [types_pb2.RocPoint(**p) for p in result["roc"]]
-        return types_pb2.ProtocolScore(protocol_id=pid, roc=roc, kind="cross" if pid == "mask"
-                                       else "all", rate="tar",
-                                       rate_exact=f"{fields['genuine_accepted']}/{fields['genuine']}",
-                                       **fields)
-    return types_pb2.ProtocolScore(protocol_id=pid, kind=result["kind"], rate=result["rate"],
-                                   rate_exact=result["rate_exact"],
-                                   result_json=as_result_json(result))
-
-
-def _record(stub, sid, scores: dict):
-    return stub.RecordResult(ranker_pb2.RecordResultRequest(
-        submission_id=sid, scores=[_proto(pid, s) for pid, s in scores.items()],
-        model_size_mb=40.0, latency_ms=2.0), metadata=(("authorization", f"Bearer {ADMIN}"),))
+def _record(challenge, pool, sid, scores: dict):
+    return record_result(pool, challenge, sid, scores, model_size_mb=40.0, latency_ms=2.0)
 
 
 def test_mixed_rates_rank_exactly_and_reach_the_board_and_the_submission_view(world, db_pool):
-    stub, client = world
+    stub, client, challenge = world
     with db_pool.connection() as conn:
         ann, ann_token = add_participant(conn, "Ann", "Lab A")
         bob, _ = add_participant(conn, "Bob", "Lab B")
@@ -98,9 +79,8 @@ def test_mixed_rates_rank_exactly_and_reach_the_board_and_the_submission_view(wo
     ann_exact = Fraction(1, 4) * (Fraction(9, 10) + Fraction(1, 2) + Fraction(5967, 6000)
                                   + Fraction(7, 9))
     bob_exact = Fraction(1, 4) * (Fraction(8, 10) + Fraction(1, 2) + 1 + 1)
-    assert _record(stub, sa, ann_scores).ranking_score == pytest.approx(float(ann_exact))
-    bob = _record(stub, sb, bob_scores)
-    assert bob.rank == 1 and bob.ranking_score == pytest.approx(float(bob_exact))
+    assert _record(challenge, db_pool, sa, ann_scores) == ann_exact
+    assert _record(challenge, db_pool, sb, bob_scores) == bob_exact
 
     board = stub.GetLeaderboard(ranker_pb2.GetLeaderboardRequest(track_id="A"))
     assert [e.participant for e in board.entries] == ["Bob", "Ann"]
@@ -112,13 +92,16 @@ def test_mixed_rates_rank_exactly_and_reach_the_board_and_the_submission_view(wo
     assert Fraction(row["ranking_exact"]) == ann_exact
     assert row["scores"]["lfw"]["rate"] == "accuracy" and row["scores"]["mr-1n"]["hits"] == 7
 
-    # The organiser's gRPC view gives the kind's fields back as result_json.
+    # The organiser's gRPC view gives each kind's result back, typed.
     admin = (("authorization", f"Bearer {ADMIN}"),)
     got = stub.GetSubmission(ranker_pb2.GetSubmissionRequest(submission_id=sa), metadata=admin)
     by_id = {s.protocol_id: s for s in got.scores}
     assert (by_id["lfw"].rate, by_id["lfw"].rate_exact) == ("accuracy", "1989/2000")
-    assert '"fold_accuracies"' in by_id["lfw"].result_json and by_id["lfw"].tar == 0
-    assert by_id["mask"].rate == "tar" and by_id["mask"].genuine_accepted == 9
+    assert by_id["lfw"].WhichOneof("result") == "accuracy"
+    assert list(by_id["lfw"].accuracy.fold_accuracies) == [a / 600 for a in ANN_LFW]
+    assert by_id["lfw"].accuracy.thresholds[-1] == float("inf")  # stored null: rejects all
+    assert (by_id["mr-1n"].identification.hits, by_id["mr-1n"].identification.fpir) == (7, 1e-3)
+    assert by_id["mask"].rate == "tar" and by_id["mask"].tar.genuine_accepted == 9
 
     # HTTP: the board's columns and the submission the web page reads.
     data = client.get("/v1/leaderboard/A").json()
@@ -145,30 +128,24 @@ def test_mixed_rates_rank_exactly_and_reach_the_board_and_the_submission_view(wo
 
 
 def test_junk_results_are_refused_and_nothing_is_stored(world, db_pool):
-    stub, _ = world
+    _, _, challenge = world
     with db_pool.connection() as conn:
         pid, _ = add_participant(conn, "Mallory")
         sid = add_submission(conn, pid)
     junk = [{"lfw": accuracy_result(ANN_LFW) | {"rate_exact": "3/2"}},
-            {"mr-1n": identification_result(7, 9) | {"rate_exact": "8/9"}}]
+            {"mr-1n": identification_result(7, 9) | {"rate_exact": "8/9"}},
+            {"lfw": accuracy_result(ANN_LFW) | {"fold_accuracies": [1.0]}}]
     for scores in junk:
-        with pytest.raises(grpc.RpcError) as err:
-            _record(stub, sid, {**built_in_scores((1, 2), (1, 2)), **scores})
-        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert error_code_of(err.value) == "scores_invalid"
-    bad_json = types_pb2.ProtocolScore(protocol_id="lfw", kind="pairs", rate="accuracy",
-                                       rate_exact="1/2", result_json="[1, 2")
-    with pytest.raises(grpc.RpcError) as err:
-        stub.RecordResult(ranker_pb2.RecordResultRequest(submission_id=sid, scores=[bad_json]),
-                          metadata=(("authorization", f"Bearer {ADMIN}"),))
-    assert error_code_of(err.value) == "scores_invalid"
+        with pytest.raises(InvalidInput) as err:
+            _record(challenge, db_pool, sid, {**built_in_scores((1, 2), (1, 2)), **scores})
+        assert err.value.code == "scores_invalid"
     with db_pool.connection() as conn:
-        row = conn.execute("SELECT scores FROM submissions WHERE id = %s", (sid,)).fetchone()
-    assert row["scores"] is None
+        row = conn.execute("SELECT scores, state FROM submissions WHERE id = %s", (sid,)).fetchone()
+    assert row["scores"] is None and row["state"] == "scoring"
 
 
 def test_rows_stored_before_the_kinds_still_rank_and_show(world, db_pool):
-    _, client = world
+    _, client, _ = world
     old = {"tar": 0.9, "far": 1e-4, "threshold": 0.3, "genuine": 10, "impostor": 100,
            "genuine_accepted": 9, "impostors_accepted": 0, "tar_exact": "9/10", "order": 0}
     with db_pool.connection() as conn:

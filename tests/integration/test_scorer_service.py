@@ -49,7 +49,8 @@ def test_one_two_and_three_workers_equal_offline_mfr_score(scoring):
         assert job_scores_as_offline(job) == scoring["offline"]["protocols"]
         assert job.ranking_score == scoring["offline"]["ranking_score"]
         assert [s.protocol_id for s in job.scores] == ["mask", "mr-all", "r0", "r1"]
-        assert all(s.tar_exact == f"{s.genuine_accepted}/{s.genuine}" for s in job.scores)
+        assert all(s.tar.tar_exact == f"{s.tar.genuine_accepted}/{s.tar.genuine}"
+                   for s in job.scores)
         # the work really was shared, over a grid of many tiles
         assert workers_of(scoring["pool"], job_id) == {f"w{i}" for i in range(count)}
         assert job.progress.total == result["tiles"] > 20

@@ -27,6 +27,7 @@ import pytest
 from cli.stack.ports import free_port
 from mfr.common.v1 import types_pb2
 from mfr.manifest import Manifest
+from mfr.ranking import wire
 from mfr.rpc.client import channel, health_status
 from mfr.scorer.v1 import scorer_pb2, scorer_pb2_grpc
 from mfr.testset.format import INFO_NAME, MANIFEST_NAME, TestSetWriter
@@ -127,13 +128,10 @@ def as_offline(result: dict) -> dict:
 
 
 def job_scores_as_offline(job: scorer_pb2.Job) -> dict:
-    """The Job message's scores in the same shape (no ROC thresholds: floats there)."""
-    return {s.protocol_id: {"tar": s.tar, "far": s.far,
-                            "threshold": None if s.threshold == float("-inf") else s.threshold,
-                            "genuine": s.genuine, "impostor": s.impostor,
-                            "genuine_accepted": s.genuine_accepted,
-                            "impostors_accepted": s.impostors_accepted}
-            for s in job.scores}
+    """The Job message's scores in the same shape, decoded as the dispatcher decodes them."""
+    fields = ("tar", "far", "threshold", "genuine", "impostor", "genuine_accepted",
+              "impostors_accepted")
+    return {s.protocol_id: {k: wire.from_proto(s)[k] for k in fields} for s in job.scores}
 
 
 # --- the API (in-process) and the workers (processes) -------------------------------------

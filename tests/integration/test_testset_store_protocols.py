@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mfr.testset.format import TestSetCorrupt
-from mfr.testset.store import fetch_testset, resolve_testset, upload_testset
+from mfr.testset.store import fetch_testset, upload_testset
 from mfr.testset.synth import synth_testset
 
 
@@ -26,7 +26,7 @@ def test_a_fetched_test_set_has_its_protocol_files(object_store, ongoing, tmp_pa
     for name in ongoing.protocol_files:
         assert copy.protocol_file(name).read_bytes() == (ongoing.root / name).read_bytes()
     assert not copy.shard_path(0).exists()
-    again = resolve_testset(ongoing.id, object_store, tmp_path / "cache", shards=())
+    again = fetch_testset(object_store, ongoing.id, tmp_path / "cache", shards=())  # cached
     assert again.protocol_file("lfw_pairs.csv") == copy.root / "lfw_pairs.csv"
 
     # Without the manifest (an embedder pod), no protocol file is fetched.

@@ -71,8 +71,8 @@ def test_network_policies_open_only_the_architectures_flows(name: str, render) -
     assert callers("gateway", GATEWAY_PORT) == {"anyone"}
     for workload in ("validator", "embedder", "scorer"):
         assert callers(workload, GRPC_HEALTH_PORTS[workload]) == {"gateway", "dispatcher"}
-    assert callers("ranker", GRPC_HEALTH_PORTS["ranker"]) == {
-        "gateway", "dispatcher", "ranker-client"}
+    # The dispatcher records results itself: it has no business with the ranker.
+    assert callers("ranker", GRPC_HEALTH_PORTS["ranker"]) == {"gateway", "ranker-client"}
     # Prometheus, from the monitoring namespace, scrapes every process's metrics port.
     for workload, port in METRICS_PORTS.items():
         assert callers(workload, port) == {"monitoring"}, f"{name}: {workload}"

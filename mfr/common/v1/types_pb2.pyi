@@ -77,8 +77,27 @@ class ValidationReport(_message.Message):
     def __init__(self, ok: _Optional[bool] = ..., errors: _Optional[_Iterable[_Union[Finding, _Mapping]]] = ..., warnings: _Optional[_Iterable[_Union[Finding, _Mapping]]] = ..., feature_dim: _Optional[int] = ..., model_size_mb: _Optional[float] = ..., latency_ms: _Optional[float] = ..., latency_limit_ms: _Optional[float] = ..., input_mean: _Optional[float] = ..., input_std: _Optional[float] = ..., device: _Optional[str] = ..., latency_factor: _Optional[float] = ..., track_id: _Optional[str] = ..., model_sha256: _Optional[str] = ...) -> None: ...
 
 class ProtocolScore(_message.Message):
-    __slots__ = ("protocol_id", "tar", "far", "threshold", "genuine", "impostor", "genuine_accepted", "impostors_accepted", "tar_exact", "roc", "kind", "rate", "rate_exact", "result_json")
+    __slots__ = ("protocol_id", "kind", "rate", "rate_exact", "tar", "templates", "accuracy", "identification")
     PROTOCOL_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    RATE_FIELD_NUMBER: _ClassVar[int]
+    RATE_EXACT_FIELD_NUMBER: _ClassVar[int]
+    TAR_FIELD_NUMBER: _ClassVar[int]
+    TEMPLATES_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    IDENTIFICATION_FIELD_NUMBER: _ClassVar[int]
+    protocol_id: str
+    kind: str
+    rate: str
+    rate_exact: str
+    tar: TarResult
+    templates: TarResult
+    accuracy: AccuracyResult
+    identification: IdentificationResult
+    def __init__(self, protocol_id: _Optional[str] = ..., kind: _Optional[str] = ..., rate: _Optional[str] = ..., rate_exact: _Optional[str] = ..., tar: _Optional[_Union[TarResult, _Mapping]] = ..., templates: _Optional[_Union[TarResult, _Mapping]] = ..., accuracy: _Optional[_Union[AccuracyResult, _Mapping]] = ..., identification: _Optional[_Union[IdentificationResult, _Mapping]] = ...) -> None: ...
+
+class TarResult(_message.Message):
+    __slots__ = ("tar", "far", "threshold", "genuine", "impostor", "genuine_accepted", "impostors_accepted", "tar_exact", "roc")
     TAR_FIELD_NUMBER: _ClassVar[int]
     FAR_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
@@ -88,11 +107,6 @@ class ProtocolScore(_message.Message):
     IMPOSTORS_ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     TAR_EXACT_FIELD_NUMBER: _ClassVar[int]
     ROC_FIELD_NUMBER: _ClassVar[int]
-    KIND_FIELD_NUMBER: _ClassVar[int]
-    RATE_FIELD_NUMBER: _ClassVar[int]
-    RATE_EXACT_FIELD_NUMBER: _ClassVar[int]
-    RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
-    protocol_id: str
     tar: float
     far: float
     threshold: float
@@ -102,11 +116,43 @@ class ProtocolScore(_message.Message):
     impostors_accepted: int
     tar_exact: str
     roc: _containers.RepeatedCompositeFieldContainer[RocPoint]
-    kind: str
-    rate: str
-    rate_exact: str
-    result_json: str
-    def __init__(self, protocol_id: _Optional[str] = ..., tar: _Optional[float] = ..., far: _Optional[float] = ..., threshold: _Optional[float] = ..., genuine: _Optional[int] = ..., impostor: _Optional[int] = ..., genuine_accepted: _Optional[int] = ..., impostors_accepted: _Optional[int] = ..., tar_exact: _Optional[str] = ..., roc: _Optional[_Iterable[_Union[RocPoint, _Mapping]]] = ..., kind: _Optional[str] = ..., rate: _Optional[str] = ..., rate_exact: _Optional[str] = ..., result_json: _Optional[str] = ...) -> None: ...
+    def __init__(self, tar: _Optional[float] = ..., far: _Optional[float] = ..., threshold: _Optional[float] = ..., genuine: _Optional[int] = ..., impostor: _Optional[int] = ..., genuine_accepted: _Optional[int] = ..., impostors_accepted: _Optional[int] = ..., tar_exact: _Optional[str] = ..., roc: _Optional[_Iterable[_Union[RocPoint, _Mapping]]] = ...) -> None: ...
+
+class AccuracyResult(_message.Message):
+    __slots__ = ("accuracy", "accuracy_std", "fold_accuracies", "thresholds", "pairs")
+    ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_STD_FIELD_NUMBER: _ClassVar[int]
+    FOLD_ACCURACIES_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLDS_FIELD_NUMBER: _ClassVar[int]
+    PAIRS_FIELD_NUMBER: _ClassVar[int]
+    accuracy: float
+    accuracy_std: float
+    fold_accuracies: _containers.RepeatedScalarFieldContainer[float]
+    thresholds: _containers.RepeatedScalarFieldContainer[float]
+    pairs: int
+    def __init__(self, accuracy: _Optional[float] = ..., accuracy_std: _Optional[float] = ..., fold_accuracies: _Optional[_Iterable[float]] = ..., thresholds: _Optional[_Iterable[float]] = ..., pairs: _Optional[int] = ...) -> None: ...
+
+class IdentificationResult(_message.Message):
+    __slots__ = ("tpir", "fnir", "rank1", "threshold", "mated", "nonmated", "hits", "nonmated_accepted", "fpir")
+    TPIR_FIELD_NUMBER: _ClassVar[int]
+    FNIR_FIELD_NUMBER: _ClassVar[int]
+    RANK1_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    MATED_FIELD_NUMBER: _ClassVar[int]
+    NONMATED_FIELD_NUMBER: _ClassVar[int]
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    NONMATED_ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    FPIR_FIELD_NUMBER: _ClassVar[int]
+    tpir: float
+    fnir: float
+    rank1: float
+    threshold: float
+    mated: int
+    nonmated: int
+    hits: int
+    nonmated_accepted: int
+    fpir: float
+    def __init__(self, tpir: _Optional[float] = ..., fnir: _Optional[float] = ..., rank1: _Optional[float] = ..., threshold: _Optional[float] = ..., mated: _Optional[int] = ..., nonmated: _Optional[int] = ..., hits: _Optional[int] = ..., nonmated_accepted: _Optional[int] = ..., fpir: _Optional[float] = ...) -> None: ...
 
 class RocPoint(_message.Message):
     __slots__ = ("far", "tar", "threshold", "exact")

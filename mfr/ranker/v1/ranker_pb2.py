@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from mfr.common.v1 import types_pb2 as mfr_dot_common_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1amfr/ranker/v1/ranker.proto\x12\rmfr.ranker.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19mfr/common/v1/types.proto\"\x85\x01\n\x13RecordResultRequest\x12\x15\n\rsubmission_id\x18\x01 \x01(\t\x12,\n\x06scores\x18\x02 \x03(\x0b\x32\x1c.mfr.common.v1.ProtocolScore\x12\x15\n\rmodel_size_mb\x18\x03 \x01(\x01\x12\x12\n\nlatency_ms\x18\x04 \x01(\x01\"R\n\x14RecordResultResponse\x12\x1a\n\rranking_score\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x0c\n\x04rank\x18\x02 \x01(\x05\x42\x10\n\x0e_ranking_score\"?\n\x15GetLeaderboardRequest\x12\x10\n\x08track_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63hallenge_id\x18\x02 \x01(\t\"\x91\x01\n\x0bLeaderboard\x12\x10\n\x08track_id\x18\x01 \x01(\t\x12\x30\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x1f.mfr.ranker.v1.LeaderboardEntry\x12\x0e\n\x06\x66rozen\x18\x03 \x01(\x08\x12.\n\nupdated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xfa\x02\n\x10LeaderboardEntry\x12\x0c\n\x04rank\x18\x01 \x01(\x05\x12\x13\n\x0bparticipant\x18\x02 \x01(\t\x12\x14\n\x0corganisation\x18\x03 \x01(\t\x12\x1b\n\x13organisation_hidden\x18\x04 \x01(\x08\x12\x15\n\rsubmission_id\x18\x05 \x01(\t\x12\x15\n\rranking_score\x18\x06 \x01(\x01\x12\x41\n\tprotocols\x18\x07 \x03(\x0b\x32..mfr.ranker.v1.LeaderboardEntry.ProtocolsEntry\x12\x15\n\rmodel_size_mb\x18\x08 \x01(\x01\x12\x12\n\nlatency_ms\x18\t \x01(\x01\x12\x30\n\x0csubmitted_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x62\x61seline\x18\x0b \x01(\x08\x1a\x30\n\x0eProtocolsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"-\n\x14GetSubmissionRequest\x12\x15\n\rsubmission_id\x18\x01 \x01(\t\"\xbc\x02\n\nSubmission\x12\x15\n\rsubmission_id\x18\x01 \x01(\t\x12\x10\n\x08track_id\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\nvalidation\x18\x05 \x01(\x0b\x32\x1f.mfr.common.v1.ValidationReport\x12,\n\x06scores\x18\x06 \x03(\x0b\x32\x1c.mfr.common.v1.ProtocolScore\x12\x1a\n\rranking_score\x18\x07 \x01(\x01H\x00\x88\x01\x01\x12\x0e\n\x06public\x18\x08 \x01(\x08\x12\r\n\x05\x65rror\x18\t \x01(\t\x12\x16\n\x0eparticipant_id\x18\n \x01(\tB\x10\n\x0e_ranking_score\"a\n\x16ListSubmissionsRequest\x12\x10\n\x08track_id\x18\x01 \x01(\t\x12\x16\n\x0eparticipant_id\x18\x02 \x01(\t\x12\x0e\n\x06states\x18\x03 \x03(\t\x12\r\n\x05limit\x18\x04 \x01(\x05\"I\n\x17ListSubmissionsResponse\x12.\n\x0bsubmissions\x18\x01 \x03(\x0b\x32\x19.mfr.ranker.v1.Submission2\xc7\x03\n\rRankerService\x12W\n\x0cRecordResult\x12\".mfr.ranker.v1.RecordResultRequest\x1a#.mfr.ranker.v1.RecordResultResponse\x12R\n\x0eGetLeaderboard\x12$.mfr.ranker.v1.GetLeaderboardRequest\x1a\x1a.mfr.ranker.v1.Leaderboard\x12O\n\rGetSubmission\x12#.mfr.ranker.v1.GetSubmissionRequest\x1a\x19.mfr.ranker.v1.Submission\x12`\n\x0fListSubmissions\x12%.mfr.ranker.v1.ListSubmissionsRequest\x1a&.mfr.ranker.v1.ListSubmissionsResponse\x12V\n\x10WatchLeaderboard\x12$.mfr.ranker.v1.GetLeaderboardRequest\x1a\x1a.mfr.ranker.v1.Leaderboard0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1amfr/ranker/v1/ranker.proto\x12\rmfr.ranker.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19mfr/common/v1/types.proto\"?\n\x15GetLeaderboardRequest\x12\x10\n\x08track_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63hallenge_id\x18\x02 \x01(\t\"\x91\x01\n\x0bLeaderboard\x12\x10\n\x08track_id\x18\x01 \x01(\t\x12\x30\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x1f.mfr.ranker.v1.LeaderboardEntry\x12\x0e\n\x06\x66rozen\x18\x03 \x01(\x08\x12.\n\nupdated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xfa\x02\n\x10LeaderboardEntry\x12\x0c\n\x04rank\x18\x01 \x01(\x05\x12\x13\n\x0bparticipant\x18\x02 \x01(\t\x12\x14\n\x0corganisation\x18\x03 \x01(\t\x12\x1b\n\x13organisation_hidden\x18\x04 \x01(\x08\x12\x15\n\rsubmission_id\x18\x05 \x01(\t\x12\x15\n\rranking_score\x18\x06 \x01(\x01\x12\x41\n\tprotocols\x18\x07 \x03(\x0b\x32..mfr.ranker.v1.LeaderboardEntry.ProtocolsEntry\x12\x15\n\rmodel_size_mb\x18\x08 \x01(\x01\x12\x12\n\nlatency_ms\x18\t \x01(\x01\x12\x30\n\x0csubmitted_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x62\x61seline\x18\x0b \x01(\x08\x1a\x30\n\x0eProtocolsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"-\n\x14GetSubmissionRequest\x12\x15\n\rsubmission_id\x18\x01 \x01(\t\"\xbc\x02\n\nSubmission\x12\x15\n\rsubmission_id\x18\x01 \x01(\t\x12\x10\n\x08track_id\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\nvalidation\x18\x05 \x01(\x0b\x32\x1f.mfr.common.v1.ValidationReport\x12,\n\x06scores\x18\x06 \x03(\x0b\x32\x1c.mfr.common.v1.ProtocolScore\x12\x1a\n\rranking_score\x18\x07 \x01(\x01H\x00\x88\x01\x01\x12\x0e\n\x06public\x18\x08 \x01(\x08\x12\r\n\x05\x65rror\x18\t \x01(\t\x12\x16\n\x0eparticipant_id\x18\n \x01(\tB\x10\n\x0e_ranking_score\"a\n\x16ListSubmissionsRequest\x12\x10\n\x08track_id\x18\x01 \x01(\t\x12\x16\n\x0eparticipant_id\x18\x02 \x01(\t\x12\x0e\n\x06states\x18\x03 \x03(\t\x12\r\n\x05limit\x18\x04 \x01(\x05\"I\n\x17ListSubmissionsResponse\x12.\n\x0bsubmissions\x18\x01 \x03(\x0b\x32\x19.mfr.ranker.v1.Submission2\xee\x02\n\rRankerService\x12R\n\x0eGetLeaderboard\x12$.mfr.ranker.v1.GetLeaderboardRequest\x1a\x1a.mfr.ranker.v1.Leaderboard\x12O\n\rGetSubmission\x12#.mfr.ranker.v1.GetSubmissionRequest\x1a\x19.mfr.ranker.v1.Submission\x12`\n\x0fListSubmissions\x12%.mfr.ranker.v1.ListSubmissionsRequest\x1a&.mfr.ranker.v1.ListSubmissionsResponse\x12V\n\x10WatchLeaderboard\x12$.mfr.ranker.v1.GetLeaderboardRequest\x1a\x1a.mfr.ranker.v1.Leaderboard0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,26 +36,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_LEADERBOARDENTRY_PROTOCOLSENTRY']._loaded_options = None
   _globals['_LEADERBOARDENTRY_PROTOCOLSENTRY']._serialized_options = b'8\001'
-  _globals['_RECORDRESULTREQUEST']._serialized_start=106
-  _globals['_RECORDRESULTREQUEST']._serialized_end=239
-  _globals['_RECORDRESULTRESPONSE']._serialized_start=241
-  _globals['_RECORDRESULTRESPONSE']._serialized_end=323
-  _globals['_GETLEADERBOARDREQUEST']._serialized_start=325
-  _globals['_GETLEADERBOARDREQUEST']._serialized_end=388
-  _globals['_LEADERBOARD']._serialized_start=391
-  _globals['_LEADERBOARD']._serialized_end=536
-  _globals['_LEADERBOARDENTRY']._serialized_start=539
-  _globals['_LEADERBOARDENTRY']._serialized_end=917
-  _globals['_LEADERBOARDENTRY_PROTOCOLSENTRY']._serialized_start=869
-  _globals['_LEADERBOARDENTRY_PROTOCOLSENTRY']._serialized_end=917
-  _globals['_GETSUBMISSIONREQUEST']._serialized_start=919
-  _globals['_GETSUBMISSIONREQUEST']._serialized_end=964
-  _globals['_SUBMISSION']._serialized_start=967
-  _globals['_SUBMISSION']._serialized_end=1283
-  _globals['_LISTSUBMISSIONSREQUEST']._serialized_start=1285
-  _globals['_LISTSUBMISSIONSREQUEST']._serialized_end=1382
-  _globals['_LISTSUBMISSIONSRESPONSE']._serialized_start=1384
-  _globals['_LISTSUBMISSIONSRESPONSE']._serialized_end=1457
-  _globals['_RANKERSERVICE']._serialized_start=1460
-  _globals['_RANKERSERVICE']._serialized_end=1915
+  _globals['_GETLEADERBOARDREQUEST']._serialized_start=105
+  _globals['_GETLEADERBOARDREQUEST']._serialized_end=168
+  _globals['_LEADERBOARD']._serialized_start=171
+  _globals['_LEADERBOARD']._serialized_end=316
+  _globals['_LEADERBOARDENTRY']._serialized_start=319
+  _globals['_LEADERBOARDENTRY']._serialized_end=697
+  _globals['_LEADERBOARDENTRY_PROTOCOLSENTRY']._serialized_start=649
+  _globals['_LEADERBOARDENTRY_PROTOCOLSENTRY']._serialized_end=697
+  _globals['_GETSUBMISSIONREQUEST']._serialized_start=699
+  _globals['_GETSUBMISSIONREQUEST']._serialized_end=744
+  _globals['_SUBMISSION']._serialized_start=747
+  _globals['_SUBMISSION']._serialized_end=1063
+  _globals['_LISTSUBMISSIONSREQUEST']._serialized_start=1065
+  _globals['_LISTSUBMISSIONSREQUEST']._serialized_end=1162
+  _globals['_LISTSUBMISSIONSRESPONSE']._serialized_start=1164
+  _globals['_LISTSUBMISSIONSRESPONSE']._serialized_end=1237
+  _globals['_RANKERSERVICE']._serialized_start=1240
+  _globals['_RANKERSERVICE']._serialized_end=1606
 # @@protoc_insertion_point(module_scope)

@@ -11,26 +11,6 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
-class RecordResultRequest(_message.Message):
-    __slots__ = ("submission_id", "scores", "model_size_mb", "latency_ms")
-    SUBMISSION_ID_FIELD_NUMBER: _ClassVar[int]
-    SCORES_FIELD_NUMBER: _ClassVar[int]
-    MODEL_SIZE_MB_FIELD_NUMBER: _ClassVar[int]
-    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
-    submission_id: str
-    scores: _containers.RepeatedCompositeFieldContainer[_types_pb2.ProtocolScore]
-    model_size_mb: float
-    latency_ms: float
-    def __init__(self, submission_id: _Optional[str] = ..., scores: _Optional[_Iterable[_Union[_types_pb2.ProtocolScore, _Mapping]]] = ..., model_size_mb: _Optional[float] = ..., latency_ms: _Optional[float] = ...) -> None: ...
-
-class RecordResultResponse(_message.Message):
-    __slots__ = ("ranking_score", "rank")
-    RANKING_SCORE_FIELD_NUMBER: _ClassVar[int]
-    RANK_FIELD_NUMBER: _ClassVar[int]
-    ranking_score: float
-    rank: int
-    def __init__(self, ranking_score: _Optional[float] = ..., rank: _Optional[int] = ...) -> None: ...
-
 class GetLeaderboardRequest(_message.Message):
     __slots__ = ("track_id", "challenge_id")
     TRACK_ID_FIELD_NUMBER: _ClassVar[int]

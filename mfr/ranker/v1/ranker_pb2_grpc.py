@@ -36,11 +36,6 @@ class RankerServiceStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.RecordResult = channel.unary_unary(
-                '/mfr.ranker.v1.RankerService/RecordResult',
-                request_serializer=mfr_dot_ranker_dot_v1_dot_ranker__pb2.RecordResultRequest.SerializeToString,
-                response_deserializer=mfr_dot_ranker_dot_v1_dot_ranker__pb2.RecordResultResponse.FromString,
-                _registered_method=True)
         self.GetLeaderboard = channel.unary_unary(
                 '/mfr.ranker.v1.RankerService/GetLeaderboard',
                 request_serializer=mfr_dot_ranker_dot_v1_dot_ranker__pb2.GetLeaderboardRequest.SerializeToString,
@@ -66,14 +61,6 @@ class RankerServiceStub:
 class RankerServiceServicer:
     """Scores, leaderboards and submission states.
     """
-
-    def RecordResult(self, request, context):
-        """Record the scores of a finished submission (idempotent per submission id).
-        Needs the organisers' token (metadata "authorization: Bearer TOKEN").
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
 
     def GetLeaderboard(self, request, context):
         """The current (or frozen) leaderboard of a track.
@@ -106,11 +93,6 @@ class RankerServiceServicer:
 
 def add_RankerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'RecordResult': grpc.unary_unary_rpc_method_handler(
-                    servicer.RecordResult,
-                    request_deserializer=mfr_dot_ranker_dot_v1_dot_ranker__pb2.RecordResultRequest.FromString,
-                    response_serializer=mfr_dot_ranker_dot_v1_dot_ranker__pb2.RecordResultResponse.SerializeToString,
-            ),
             'GetLeaderboard': grpc.unary_unary_rpc_method_handler(
                     servicer.GetLeaderboard,
                     request_deserializer=mfr_dot_ranker_dot_v1_dot_ranker__pb2.GetLeaderboardRequest.FromString,
@@ -142,33 +124,6 @@ def add_RankerServiceServicer_to_server(servicer, server):
 class RankerService:
     """Scores, leaderboards and submission states.
     """
-
-    @staticmethod
-    def RecordResult(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/mfr.ranker.v1.RankerService/RecordResult',
-            mfr_dot_ranker_dot_v1_dot_ranker__pb2.RecordResultRequest.SerializeToString,
-            mfr_dot_ranker_dot_v1_dot_ranker__pb2.RecordResultResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
 
     @staticmethod
     def GetLeaderboard(request,

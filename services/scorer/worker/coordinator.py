@@ -27,6 +27,7 @@ from mfr.challenge import Challenge
 from mfr.errors import InvalidInput, NotFound
 from mfr.jobs import ACTIVE, end_job
 from mfr.logs import get_logger
+from mfr.ranking.scores import exact_ranking, fraction_text
 from mfr.taskqueue import GiveUp
 from services.scorer.engine import (
     PLANNED_KINDS,
@@ -40,7 +41,7 @@ from services.scorer.engine import (
 )
 from services.scorer.inputs import job_challenge, partial_key, result_key
 from services.scorer.queue import MERGE, PLAN, TILE
-from services.scorer.scores import in_challenge_order, ranking_of, score_entry
+from services.scorer.scores import in_challenge_order, score_entry
 from services.scorer.worker.context import WorkerContext
 
 log = get_logger("services.scorer.worker.coordinator")
@@ -139,19 +140,23 @@ class Coordinator:
         challenge = job_challenge(job)
         listed = (self.ctx.inputs.listed(job_id)
                   if any(p.kind not in PLANNED_KINDS for p in challenge.protocols) else {})
+        with self.ctx.pool.connection() as conn:
+            earlier = self.ctx.book.proven_results(conn, job_id)  # the rounds before this one
+        ordered = in_challenge_order(challenge, earlier, proven, listed)
+        ranking = exact_ranking(challenge, ordered)
+        # Written before the job's row is locked, so no S3 call runs under a row lock. The
+        # document depends on the job alone (no worker's name, each score's keys sorted, as
+        # jsonb would reorder them): a second merger of this round, which then loses the
+        # claim below, writes the very same bytes.
+        data = json.dumps(self._result_document(job, ordered, ranking, round),
+                          indent=1).encode()
+        stored = self.ctx.store.put_bytes(bucket, result_key(job_id), data)
+        ref = {"bucket": stored.bucket, "key": stored.key, "sha256": stored.sha256,
+               "size": stored.size}
+        exact = (float(ranking), fraction_text(ranking)) if ranking is not None else None
         with self.ctx.pool.connection() as conn, conn.transaction():
             if not self._claim_merge(conn, job_id, round, proven):
                 return
-            ordered = in_challenge_order(challenge, self.ctx.book.proven_results(conn, job_id),
-                                         listed)
-            ranking = ranking_of(challenge, ordered)
-            document = self._result_document(job, ordered, ranking, round)
-            data = json.dumps(document, indent=1).encode()
-            stored = self.ctx.store.put_bytes(bucket, result_key(job_id), data)
-            ref = {"bucket": stored.bucket, "key": stored.key, "sha256": stored.sha256,
-                   "size": stored.size}
-            exact = (float(ranking), f"{ranking.numerator}/{ranking.denominator}") \
-                if ranking is not None else None
             self.ctx.book.finish(conn, job_id, ordered, exact, ref)
         log.info("job done", job_id=job_id, rounds=round,
                  ranking_score=None if ranking is None else float(ranking))
@@ -178,11 +183,12 @@ class Coordinator:
                          rounds: int) -> dict:
         totals = self.ctx.book.totals(job["id"])
         document = {"job_id": job["id"], "testset_id": job["testset_id"],
-                    "protocols": results, "rounds": rounds, "tiles": totals["tiles"],
-                    "pairs": totals["pairs"], "backend": self.ctx.backend.name}
+                    "protocols": {pid: _sorted_keys(r) for pid, r in results.items()},
+                    "rounds": rounds, "tiles": totals["tiles"],
+                    "pairs": totals["pairs"]}
         if ranking is not None:
             document["ranking_score"] = float(ranking)
-            document["ranking_exact"] = f"{ranking.numerator}/{ranking.denominator}"
+            document["ranking_exact"] = fraction_text(ranking)
         return document
 
     # --- failures -------------------------------------------------------------------
@@ -209,3 +215,11 @@ class Coordinator:
         return end_job(self.ctx.pool, self.ctx.book, self.ctx.deferrer, job_id, state, code,
                        message)
 
+
+def _sorted_keys(value):
+    """The same JSON value with every object's keys sorted (lists keep their order)."""
+    if isinstance(value, dict):
+        return {key: _sorted_keys(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted_keys(item) for item in value]
+    return value
