@@ -220,6 +220,7 @@ def demo(once: bool, as_json: bool, gateway_port: int, state_dir: Path, scale: f
 
     from cli.participant import board_table, stdout_console
     from cli.settings import StackSettings
+    from cli.stack.statedir import StateDirLock
     from cli.stack.supervisor import Stack, StackConfig
     from cli.stack.testsets import default_testset
     from mfr.logs import configure_logging
@@ -231,6 +232,7 @@ def demo(once: bool, as_json: bool, gateway_port: int, state_dir: Path, scale: f
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     root = (state_dir / "demo").resolve()
+    StateDirLock(root).ensure_free()  # not the files of a demo still running
     shutil.rmtree(root, ignore_errors=True)
     (root / "models").mkdir(parents=True)
 

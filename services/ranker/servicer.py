@@ -1,8 +1,10 @@
 """RankerService: protobuf <-> the ranker's core (boards, submissions) only; it only reads.
 
-Callers are external tools: without the organisers' token (``authorization:
-Bearer TOKEN`` metadata) they see public data only, i.e. the submissions shown
-on a board; another submission is NOT_FOUND, as over HTTP. Results are written by
+Callers are external tools, which need no service token (services/ranker/server.py,
+``PUBLIC_METHODS``): so every method here must be safe for anyone. Without the
+organisers' token (``authorization: Bearer TOKEN`` metadata) they see public data
+only, i.e. the submissions shown on a board; another submission is NOT_FOUND, as
+over HTTP. Results are written by
 the dispatcher holding the submission's lease (:mod:`mfr.records.results`).
 """
 

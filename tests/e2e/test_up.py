@@ -40,11 +40,11 @@ def machine_cache_is_warm():
                      options=settings.options()).latency_scale()
 
 
-def _start_up(tmp_path):
+def _start_up(tmp_path, gateway_port=None, name="up"):
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("MFR_DATABASE", "MFR_S3", "MFR_TEST"))}
-    gateway_port = free_port()
-    with open(tmp_path / "up.stderr", "w") as stderr:  # a file: a full pipe would block mfr up
+    gateway_port = gateway_port or free_port()
+    with open(tmp_path / f"{name}.stderr", "w") as stderr:  # a file: a full pipe would block mfr up
         process = subprocess.Popen(
             [sys.executable, "-m", "cli.main", "up", "--state-dir", str(tmp_path / "state"),
              "--gateway-port", str(gateway_port)],
@@ -53,9 +53,9 @@ def _start_up(tmp_path):
     return process, gateway_port
 
 
-def _why(tmp_path) -> str:
+def _why(tmp_path, name="up") -> str:
     """What mfr up said on stderr, for a failed assertion."""
-    return (tmp_path / "up.stderr").read_text(errors="replace")[-3000:]
+    return (tmp_path / f"{name}.stderr").read_text(errors="replace")[-3000:]
 
 
 def _read_addresses(process, timeout):
@@ -75,6 +75,28 @@ def _descendants(pid):
         return psutil.Process(pid).children(recursive=True)
     except psutil.NoSuchProcess:
         return []
+
+
+def _alive(processes):
+    """Those still running; a zombie (dead, waiting for a reaper) is not."""
+    def running(process):
+        try:
+            return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+    return [p for p in processes if running(p)]
+
+
+def _serving(process, tmp_path, name="up"):
+    """``mfr up``'s named processes: {"dispatcher": pid, ...} once it serves."""
+    addresses = _read_addresses(process, timeout=60)
+    assert "gateway" in addresses, _why(tmp_path, name)
+    named = {}
+    for child in _descendants(process.pid):
+        command = child.cmdline()
+        if command[-2:-1] == ["serve"]:
+            named[command[-1]] = child.pid
+    return addresses, named
 
 
 def test_up_serves_everything_quickly_and_ctrl_c_leaves_nothing(tmp_path):
@@ -105,20 +127,55 @@ def test_up_serves_everything_quickly_and_ctrl_c_leaves_nothing(tmp_path):
 
 
 def test_a_killed_supervisor_takes_its_services_with_it(tmp_path):
-    process, _ = _start_up(tmp_path)
+    """Within 2 s (the dispatcher too, whose graceful stop may take a minute), so that the
+    next `mfr up` on the state directory finds its ports and files free."""
+    process, gateway_port = _start_up(tmp_path)
+    again = None
     try:
-        addresses = _read_addresses(process, timeout=60)
-        assert "gateway" in addresses, _why(tmp_path)
+        addresses, named = _serving(process, tmp_path)
+        assert "dispatcher" in named, named
         children = _descendants(process.pid)
         process.kill()  # SIGKILL: no chance to clean up; PR_SET_PDEATHSIG must do it
+        killed = time.monotonic()
         process.wait()
-        # Orphans get SIGTERM from the kernel; SeaweedFS's volume server may take ~30 s to
-        # flush and exit. What matters is that nothing outlives its graceful stop.
-        _gone, alive = psutil.wait_procs(children, timeout=60)
-        assert not alive, alive
+        while _alive(children) and time.monotonic() - killed < 2.0:
+            time.sleep(0.05)
+        print(f"{len(children)} descendants gone {time.monotonic() - killed:.2f}s after "
+              "the SIGKILL")
+        assert not _alive(children), [(p.pid, p.cmdline()) for p in _alive(children)]
+        # The same state directory at once: the same ports (those it was given, not others).
+        again, _ = _start_up(tmp_path, gateway_port, name="again")
+        addresses_again, _ = _serving(again, tmp_path, name="again")
+        for name in ("validator", "embedder", "scorer", "ranker"):
+            assert addresses_again[name] == addresses[name], name
+        again.send_signal(signal.SIGINT)
+        assert again.wait(timeout=60) == 0
     finally:
-        for child in _descendants(process.pid):
-            child.kill()
+        for running in (process, again):
+            if running is not None:
+                for child in _descendants(running.pid):
+                    child.kill()
+                running.kill()
+
+
+def test_a_second_up_on_a_live_state_directory_is_refused_and_names_its_processes(tmp_path):
+    process, _ = _start_up(tmp_path)
+    try:
+        _, named = _serving(process, tmp_path)
+        second, _ = _start_up(tmp_path, name="second")
+        assert second.wait(timeout=60) == 2
+        said = _why(tmp_path, "second")
+        assert "error[state_dir_in_use]: state directory" in said, said
+        assert f"mfr up (pid {process.pid})" in said and "another --state-dir" in said, said
+        for name in ("dispatcher", "gateway", "embedder"):
+            assert f"{name} (pid {named[name]})" in said, said
+        assert "Traceback" not in said and "stopped" not in said, said
+        assert process.poll() is None, "the refused start must leave the first one alone"
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
 
 
 def test_up_uses_external_servers_when_told(tmp_path, servers, object_store):

@@ -19,7 +19,9 @@ from mfr.onnxzoo.hostile import crash_on_bright_images, hang, memory_hog, nan_on
 from tests.integration.embedder_support import GOOD_MODEL, reference_features, shard_rows
 from tests.worker_support import wait_for
 
-pytestmark = pytest.mark.integration
+# slow: mostly waiting on hanging models and deadlines, so it runs in the stack lane
+# (scripts/test-lanes.sh) beside the e2e stacks rather than in the CPU-bound quick lane.
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 FAILED, DONE = types_pb2.JOB_STATE_FAILED, types_pb2.JOB_STATE_DONE
 
 

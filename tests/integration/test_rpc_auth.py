@@ -1,9 +1,10 @@
-"""Internal gRPC calls need the service token (MFR_SERVICE_TOKEN); health and reflection do not.
+"""Internal gRPC calls need the service token (MFR_SERVICE_TOKEN); health, reflection and
+the ranker's public reads do not.
 
 Real service processes (``mfr serve NAME``) against the test's PostgreSQL and S3: a call
 without the token, or with another one, is refused with UNAUTHENTICATED and the stable code
 ``unauthenticated`` before the servicer runs; the same call with the token reaches the
-servicer. And no gRPC process starts without a token.
+servicer. The ranker's reads answer anyone. And no gRPC process starts without a token.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from mfr.rpc.auth import TOKEN_KEY
 from mfr.rpc.client import channel, health_status
 from mfr.rpc.interceptors import error_code_of
 from mfr.scorer.v1 import scorer_pb2, scorer_pb2_grpc
-from tests.rpc_support import SERVICE_TOKEN
+from tests.rpc_support import SERVICE_TOKEN, serving
 from tests.worker_support import Workers
 
 pytestmark = pytest.mark.integration
@@ -52,19 +53,24 @@ def _embedder_call(ch: grpc.Channel, metadata: tuple = ()):
         embedder_pb2.GetJobRequest(job_id=str(uuid.uuid4())), timeout=10, metadata=metadata)
 
 
+class _Ranker(ranker_pb2_grpc.RankerServiceServicer):
+    def GetLeaderboard(self, request, context):
+        return ranker_pb2.Leaderboard(track_id=request.track_id)
+
+    def GetSubmission(self, request, context):
+        return ranker_pb2.Submission(submission_id=request.submission_id)
+
+
 def _failure(call, *args) -> tuple[str, str | None]:
     with pytest.raises(grpc.RpcError) as err:
         call(*args)
     return err.value.code().name, error_code_of(err.value)
 
 
-@pytest.mark.parametrize(("kind", "call", "answer"), [
-    ("ranker", _ranker_call, "A"),
-    ("scorer", _scorer_call, ("NOT_FOUND", "job_not_found")),
-    ("embedder", _embedder_call, ("NOT_FOUND", "job_not_found")),
-])
+@pytest.mark.parametrize(("kind", "call"), [("scorer", _scorer_call),
+                                            ("embedder", _embedder_call)])
 def test_a_served_service_answers_only_calls_with_the_service_token(service_env, tmp_path, kind,
-                                                                    call, answer):
+                                                                    call):
     processes = Workers(service_env, tmp_path, kind)
     try:
         processes.start(kind)  # waits for SERVING: the health check needs no token
@@ -76,38 +82,41 @@ def test_a_served_service_answers_only_calls_with_the_service_token(service_env,
                 assert _failure(call, ch, _sent(token)) == ("UNAUTHENTICATED",
                                                             "unauthenticated"), token
 
-        with channel(address, SERVICE_TOKEN) as ch:
-            if isinstance(answer, tuple):  # reached the servicer, which knows no such job
-                assert _failure(call, ch) == answer
-            else:
-                assert call(ch) == answer
+        with channel(address, SERVICE_TOKEN) as ch:  # reached the servicer: no such job
+            assert _failure(call, ch) == ("NOT_FOUND", "job_not_found")
         assert "unauthenticated" in processes.log(kind)  # refusals are logged
     finally:
         processes.stop_all()
 
 
-def test_reflection_and_streams_follow_the_same_rule(service_env, tmp_path):
+def test_the_ranker_serves_its_public_reads_to_anyone(service_env, tmp_path):
+    """External tools never hold the service token: the ranker's reads (public data, as
+    its servicer decides) answer without it, with or without a wrong one; so do its
+    stream and reflection (grpcurl)."""
     processes = Workers(service_env, tmp_path, "ranker")
     try:
         processes.start("ranker")
         address = f"127.0.0.1:{processes.ports['ranker']}"
-        with channel(address) as ch:  # no token: reflection answers (grpcurl, debugging) ...
+        with channel(address) as ch:
+            for token in WRONG_TOKENS:
+                assert _ranker_call(ch, _sent(token)) == "A", token
             replies = reflection_pb2_grpc.ServerReflectionStub(ch).ServerReflectionInfo(
                 iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
             names = {s.name for s in next(replies).list_services_response.service}
             assert "mfr.ranker.v1.RankerService" in names
-            # ... a server stream does not.
-            stream = ranker_pb2_grpc.RankerServiceStub(ch).WatchLeaderboard(
-                ranker_pb2.GetLeaderboardRequest(track_id="A"), timeout=10)
-            with pytest.raises(grpc.RpcError) as err:
-                next(stream)
-            assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
-            assert error_code_of(err.value) == "unauthenticated"
-        with channel(address, SERVICE_TOKEN) as ch:
             stream = ranker_pb2_grpc.RankerServiceStub(ch).WatchLeaderboard(
                 ranker_pb2.GetLeaderboardRequest(track_id="A"), timeout=10)
             assert next(stream).track_id == "A"
             stream.cancel()
+            with pytest.raises(grpc.RpcError) as err:  # private, or unknown: the same
+                ranker_pb2_grpc.RankerServiceStub(ch).GetSubmission(
+                    ranker_pb2.GetSubmissionRequest(submission_id=str(uuid.uuid4())),
+                    timeout=10)
+            assert (err.value.code().name, error_code_of(err.value)) == \
+                ("NOT_FOUND", "submission_not_found")
+        with channel(address, SERVICE_TOKEN) as ch:  # platform processes: the same
+            assert _ranker_call(ch) == "A"
+        assert "unauthenticated" not in processes.log("ranker")
     finally:
         processes.stop_all()
 
@@ -127,13 +136,8 @@ def test_a_caller_with_a_stale_token_retries_rather_than_failing_the_submission(
     """During a token rotation some peers still hold the old one: the dispatcher's calls
     fail as transient (retried with back-off), with the stable code, not as the model's fault."""
     from mfr.rpc.calls import RemoteError, unary
-    from tests.rpc_support import serving
 
-    class Ranker(ranker_pb2_grpc.RankerServiceServicer):
-        def GetLeaderboard(self, request, context):
-            return ranker_pb2.Leaderboard(track_id=request.track_id)
-
-    with serving((ranker_pb2_grpc.add_RankerServiceServicer_to_server, Ranker(),
+    with serving((ranker_pb2_grpc.add_RankerServiceServicer_to_server, _Ranker(),
                   "mfr.ranker.v1.RankerService")) as server, \
             channel(f"127.0.0.1:{server.port}", "the-previous-service-token") as ch:
         stub = ranker_pb2_grpc.RankerServiceStub(ch)
@@ -142,3 +146,28 @@ def test_a_caller_with_a_stale_token_retries_rather_than_failing_the_submission(
                   timeout=10)
     assert (err.value.status, err.value.code, err.value.transient) == \
         ("UNAUTHENTICATED", "unauthenticated", True)
+
+
+def test_only_the_methods_a_server_declares_public_skip_the_token():
+    """Exact names: declaring one method public opens that one, not its service."""
+    declared = frozenset({"/mfr.ranker.v1.RankerService/GetLeaderboard"})
+    with serving((ranker_pb2_grpc.add_RankerServiceServicer_to_server, _Ranker(),
+                  "mfr.ranker.v1.RankerService"), public_methods=declared) as server, \
+            channel(f"127.0.0.1:{server.port}") as ch:
+        assert _ranker_call(ch) == "A"
+        stub = ranker_pb2_grpc.RankerServiceStub(ch)
+        assert _failure(stub.GetSubmission, ranker_pb2.GetSubmissionRequest(
+            submission_id="x"), 10) == ("UNAUTHENTICATED", "unauthenticated")
+
+
+@pytest.mark.parametrize("method", [
+    "/mfr.ranker.v1.RankerService/DeleteEverything",  # misspelt or gone: would stay closed
+    "/mfr.scorer.v1.ScorerService/GetJob",  # another server's: not to be opened here
+    "mfr.ranker.v1.RankerService.GetLeaderboard",  # not gRPC method names: never matched
+    "mfr.ranker.v1.RankerService/GetLeaderboard",
+])
+def test_a_server_refuses_to_start_with_a_public_method_it_does_not_serve(method):
+    with pytest.raises(ValueError, match="is not served here"), \
+            serving((ranker_pb2_grpc.add_RankerServiceServicer_to_server, _Ranker(),
+                     "mfr.ranker.v1.RankerService"), public_methods=frozenset({method})):
+        pass
