@@ -70,6 +70,7 @@ def test_the_validator_of_a_stack_caches_in_the_machine_cache(monkeypatch, tmp_p
 
 
 def test_postgres_fsync_is_off_only_when_asked(monkeypatch, tmp_path):
+    # The command line only; tests/integration/test_local_postgres.py asks a real server.
     monkeypatch.delenv("MFR_PG_FSYNC_OFF", raising=False)
     assert "fsync=on" in LocalPostgres(tmp_path, 5432).arguments()
     monkeypatch.setenv("MFR_PG_FSYNC_OFF", "1")
