@@ -39,7 +39,7 @@ def build(settings: DispatcherSettings) -> Process:
     pool = open_pool(settings, "dispatcher")
     leases = Leases(pool, f"{socket.gethostname()}:{os.getpid()}", settings.dispatch_lease_s)
     peers = Peers.connect(channels)
-    stages = Stages(StageContext(leases, ObjectStore.from_settings(settings), peers,
+    stages = Stages(StageContext(leases, ObjectStore.from_settings(settings), peers, challenge,
                                  challenge_toml, testset_id, settings.dispatch_validate_timeout_s))
 
     def close() -> None:

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from functools import cached_property
 
-from mfr.challenge import Challenge, challenge_from_text
+from mfr.challenge import Challenge
 from mfr.errors import InvalidInput
 from mfr.faults import is_model_fault
 from mfr.jobs import ENDED
@@ -55,14 +54,10 @@ class StageContext:
     leases: Leases
     store: ObjectStore
     peers: Peers
-    challenge_toml: str
+    challenge: Challenge  # checks a result's scores and weighs its ranking
+    challenge_toml: str  # the same challenge as its services receive it
     testset_id: str
     validate_timeout_s: float = 1800.0
-
-    @cached_property
-    def challenge(self) -> Challenge:
-        """The served challenge, which checks a result's scores and weighs its ranking."""
-        return challenge_from_text(self.challenge_toml, "the served challenge")
 
 
 class Stages:

@@ -56,7 +56,7 @@ def _dispatcher_factory(db_pool, object_store, ch):
                   "backoff_max_s": 0.05, "workers": 1, **overrides}
         settings = DispatchTuning(**{f"dispatch_{k}": v for k, v in tuning.items()})
         leases = Leases(db_pool, owner, settings.dispatch_lease_s)
-        stage = StageContext(leases, object_store, peers, served_challenge()[1], "testset-123")
+        stage = StageContext(leases, object_store, peers, *served_challenge(), "testset-123")
         return Dispatcher(leases, Stages(stage), settings)
 
     return make

@@ -65,7 +65,7 @@ def rig(db_pool, object_store):
         leases = Leases(db_pool, "dispatcher-trail", settings.dispatch_lease_s)
         stage = StageContext(leases, object_store,
                              Peers.connect({n: ch for n in ("validator", "embedder", "scorer")}),
-                             served_challenge()[1], "testset-123")
+                             *served_challenge(), "testset-123")
         yield Dispatcher(leases, Stages(stage), settings), seen, db_pool
 
 
