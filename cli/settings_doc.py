@@ -50,7 +50,7 @@ PROCESSES: tuple[Process, ...] = (
             "services.scorer.config:ScorerWorkerSettings",
             "computes the exact scores, tile by tile (queue worker)"),
     Process("ranker", "mfr serve ranker", "services.ranker.config:RankerSettings",
-            "leaderboards and the organisers' reads (gRPC)"),
+            "reads for external tools: public ones need no token (gRPC)"),
     Process("dispatcher", "mfr serve dispatcher", "services.dispatcher.config:DispatcherSettings",
             "drives each submission through validation, embedding and scoring"),
     Process("gateway", "mfr serve gateway", "gateway.config:GatewaySettings",
